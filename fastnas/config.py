@@ -1,0 +1,311 @@
+"""Configuration: YAML files plus `section.key=value` overrides into validated dataclasses.
+
+One `Config` holds every section (space, data, train, eval, search); each command reads the
+sections it needs, so one file describes a whole run. Every value is checked against its
+field's type and allowed values here, and a mistake is a `ConfigError` naming the key.
+
+    cfg = load_config("configs/quickstart.yaml", ["train.lr=0.1", "data.backend=torchvision"])
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from fastnas.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+class ConfigError(UserError):
+    pass
+
+
+# ----------------------------------------------------------------------------- sections
+
+@dataclass
+class SpaceConfig:
+    """The search space. Defaults: MobileNetV2/ProxylessNAS-style space for 224x224 ImageNet."""
+
+    resolution: int = 224
+    num_classes: int = 1000
+    stem_channels: int = 32                 # fixed 3x3 stride-2 conv
+    first_channels: int = 16                # fixed first MBConv (e1, k3, stride 1)
+    channels: list[int] = field(default_factory=lambda: [24, 32, 64, 96, 160, 320])
+    depths: list[int] = field(default_factory=lambda: [4, 4, 4, 4, 4, 1])
+    strides: list[int] = field(default_factory=lambda: [2, 2, 2, 1, 2, 1])
+    kernel_sizes: list[int] = field(default_factory=lambda: [3, 5, 7])
+    expansions: list[int] = field(default_factory=lambda: [3, 6])
+    allow_skip: bool = True                 # skip only where stride is 1 and channels do not change
+    head_channels: int = 1280
+    dropout: float = 0.2
+
+    def validate(self, where: str) -> None:
+        n = len(self.channels)
+        if not (len(self.depths) == len(self.strides) == n) or n == 0:
+            raise ConfigError(f"{where}: channels, depths and strides must be non-empty lists of equal length "
+                              f"(got {len(self.channels)}, {len(self.depths)}, {len(self.strides)})")
+        _check(where + ".resolution", self.resolution >= 8, "an integer >= 8")
+        _check(where + ".num_classes", self.num_classes >= 1, "an integer >= 1")
+        _check(where + ".depths", all(d >= 1 for d in self.depths), "integers >= 1")
+        _check(where + ".strides", all(s in (1, 2) for s in self.strides), "1 or 2")
+        _check(where + ".channels", all(c >= 1 for c in self.channels), "integers >= 1")
+        _check(where + ".kernel_sizes", bool(self.kernel_sizes) and all(k % 2 == 1 and k >= 1 for k in self.kernel_sizes),
+               "a non-empty list of odd integers")
+        _check(where + ".expansions", bool(self.expansions) and all(e >= 1 for e in self.expansions),
+               "a non-empty list of integers >= 1")
+        _check(where + ".dropout", 0.0 <= self.dropout < 1.0, "a float in [0, 1)")
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are decoded."""
+
+    path: str = "data/imagenette-sample"    # ImageNet folder layout: train/<wnid>/*.JPEG, val/<wnid>/*.JPEG
+    backend: Literal["auto", "dali", "torchvision", "synthetic"] = "auto"
+    workers: int = 2                        # DALI threads or DataLoader workers
+    calib_images: int = 500                 # calibration set for BN recalibration (drawn from train)
+    val_images: int = 100                   # validation set used as fitness (drawn from val)
+    synthetic_images: int = 1280            # epoch length of the synthetic backend
+
+    def validate(self, where: str) -> None:
+        _check(where + ".workers", self.workers >= 0, "an integer >= 0")
+        _check(where + ".calib_images", self.calib_images >= 1, "an integer >= 1")
+        _check(where + ".val_images", self.val_images >= 1, "an integer >= 1")
+
+
+@dataclass
+class TrainConfig:
+    """Supernet training (SGD + Nesterov, cosine with warm-up, label smoothing)."""
+
+    run_dir: str = "runs/supernet"
+    epochs: int = 120
+    max_steps: int = 0                      # > 0 stops early after this many optimizer steps
+    batch_size: int = 128                   # per rank
+    lr: float = 0.5                         # for a global batch of 1024; scaled linearly
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 4e-5              # not applied to BN and bias
+    label_smoothing: float = 0.1
+    warmup_steps: int = 500
+    sampler: Literal["uniform", "fair"] = "uniform"
+    macs_range: list[float] = field(default_factory=list)   # [low, high] in MACs; empty = no constraint
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
+    ckpt_every: int = 500                   # steps
+    log_every: int = 10                     # steps
+    seed: int = 0
+    deterministic: bool = False
+    grad_sync: Literal["auto", "ddp", "active_path"] = "auto"
+    compile: bool = False
+
+    def validate(self, where: str) -> None:
+        for k in ("epochs", "batch_size", "ckpt_every", "log_every"):
+            _check(f"{where}.{k}", getattr(self, k) >= 1, "an integer >= 1")
+        _check(where + ".max_steps", self.max_steps >= 0, "an integer >= 0")
+        _check(where + ".warmup_steps", self.warmup_steps >= 0, "an integer >= 0")
+        _check(where + ".lr", self.lr > 0, "a float > 0")
+        _check(where + ".label_smoothing", 0.0 <= self.label_smoothing < 1.0, "a float in [0, 1)")
+        _check(where + ".macs_range", len(self.macs_range) in (0, 2) and
+               (not self.macs_range or 0 <= self.macs_range[0] < self.macs_range[1]),
+               "[] or [low, high] with 0 <= low < high")
+
+
+@dataclass
+class EvalConfig:
+    """Candidate evaluation: BN recalibration over the calibration set, accuracy on the val set."""
+
+    checkpoint: str = "runs/supernet/checkpoint.pt"
+    eval_batch: int = 256
+    mode: Literal["exact", "approx"] = "exact"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    cache_mb: int = 2048                    # bound on cached activations and statistics (LRU)
+
+    def validate(self, where: str) -> None:
+        _check(where + ".eval_batch", self.eval_batch >= 1, "an integer >= 1")
+        _check(where + ".cache_mb", self.cache_mb >= 0, "an integer >= 0")
+
+
+@dataclass
+class SearchConfig:
+    """The genetic search with mean-field-game selection."""
+
+    out_dir: str = "runs/search"
+    generations: int = 20
+    population: int = 50
+    selector: str = "mfg"
+    tau: float = 0.5                        # MFG temperature (fitness units: top-1 %)
+    lam: float = 1.0                        # MFG crowding price
+    mutation_prob: float = 0.1
+    crossover: Literal["uniform", "single_point"] = "uniform"
+    crossover_prob: float = 0.5
+    elites: int = 2
+    min_macs: float = 0.0
+    max_macs: float = 0.0                   # 0 = no bound
+    min_params: float = 0.0
+    max_params: float = 0.0                 # 0 = no bound
+    max_latency_ms: float = 0.0             # 0 = no bound; needs latency_table
+    latency_table: str = ""
+    max_retries: int = 1000
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check(where + ".generations", self.generations >= 1, "an integer >= 1")
+        _check(where + ".population", self.population >= 2, "an integer >= 2")
+        _check(where + ".tau", self.tau > 0, "a float > 0")
+        _check(where + ".lam", self.lam >= 0, "a float >= 0")
+        _check(where + ".mutation_prob", 0 <= self.mutation_prob <= 1, "a float in [0, 1]")
+        _check(where + ".crossover_prob", 0 <= self.crossover_prob <= 1, "a float in [0, 1]")
+        _check(where + ".elites", 0 <= self.elites < self.population, "an integer in [0, population)")
+        _check(where + ".max_retries", self.max_retries >= 1, "an integer >= 1")
+
+
+@dataclass
+class Config:
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a YAML config (or the defaults when `path` is None) and apply `section.key=value` overrides.
+
+    A section may be given as a file: `space: mobilenetv2` reads configs/space/mobilenetv2.yaml,
+    `space: path/to/space.yaml` reads that file (relative to the config's folder, then to the cwd).
+    """
+    raw: dict = {}
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        raw = _read_yaml(path)
+        base = path.resolve().parent
+    for key, value in list(raw.items()):
+        if isinstance(value, str) and key in _SECTIONS:
+            raw[key] = _read_yaml(_find_section_file(key, value, base))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. train.lr=0.1")
+        section, _, name = key.partition(".")
+        if section in _SECTIONS and name == "" :
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
+        if section in raw and not isinstance(raw[section], dict):
+            raw[section] = {}
+        raw.setdefault(section, {})[name] = value
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: dict) -> Config:
+    """Build and validate a Config from nested plain data (e.g. a checkpoint's saved config)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("a config must be a mapping of sections")
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown section {unknown[0]!r} (allowed: {', '.join(_SECTIONS)})")
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        values = raw.get(name) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"section {name!r}: expected a mapping of keys, got {values!r}")
+        sections[name] = _build(cls, values, name)
+    return Config(**sections)
+
+
+def section_from_dict(cls, values: dict, where: str):
+    """Build one validated section dataclass (e.g. SpaceConfig from a checkpoint)."""
+    return _build(cls, values, where)
+
+
+_SECTIONS = {"space": SpaceConfig, "data": DataConfig, "train": TrainConfig,
+             "eval": EvalConfig, "search": SearchConfig}
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _find_section_file(section: str, value: str, base: Path) -> Path:
+    candidates = [base / value, Path.cwd() / value, CONFIG_DIR / section / f"{value}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise ConfigError(f"{section}: no config file {value!r} (looked in {base}, the current folder "
+                      f"and {CONFIG_DIR / section})")
+
+
+def _build(cls, values: dict, where: str):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"unknown key '{where}.{key}' (allowed: {', '.join(names)})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    obj = cls(**kwargs)
+    obj.validate(where)
+    return obj
+
+
+def _coerce(value: Any, tp, key: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union:                       # Optional[X]
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(value, inner, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not allowed (allowed: {', '.join(map(str, args))})")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+def _check(key: str, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: must be {allowed}")

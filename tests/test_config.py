@@ -1,0 +1,50 @@
+import subprocess
+import sys
+
+import pytest
+
+from fastnas.config import ConfigError, load_config
+
+
+def test_defaults_and_overrides():
+    cfg = load_config(None, ["train.lr=0.1", "data.backend=torchvision", "space.depths=[1,1,1,1,1,1]"])
+    assert cfg.train.lr == 0.1 and cfg.data.backend == "torchvision" and cfg.space.depths == [1] * 6
+
+
+def test_space_section_from_named_file():
+    cfg = load_config(None, [])
+    assert cfg.space.depths == [4, 4, 4, 4, 4, 1]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lrr=0.1", "unknown key 'train.lrr'"),
+    ("train.lr=abc", "train.lr: expected a number, got 'abc'"),
+    ("train.lr=-1", "train.lr: must be a float > 0"),
+    ("data.backend=opencv", "data.backend: 'opencv' is not allowed (allowed: auto, dali, torchvision, synthetic)"),
+    ("trian.lr=1", "unknown section 'trian'"),
+    ("train.batch_size=1.5", "train.batch_size: expected an integer"),
+    ("space.strides=[2,2,2,1,2,3]", "space.strides: must be 1 or 2"),
+    ("lr=1", "expected section.key=value"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert message in str(e.value)
+
+
+def test_yaml_file_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {lr: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    named = tmp_path / "run.yaml"
+    named.write_text("space: mobilenetv2\n")
+    assert load_config(named).space.depths == [2, 3, 4, 3, 3, 1]
+
+
+def test_cli_bad_config_is_one_clear_line():
+    r = subprocess.run([sys.executable, "-m", "fastnas.space", "space.resolution=abc"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "fastnas: error: space.resolution: expected an integer, got 'abc'"
