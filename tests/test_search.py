@@ -1,0 +1,61 @@
+"""`python -m fastnas.search` end to end on a real (tiny) supernet checkpoint and real JPEGs."""
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fastnas.checkpoint import save_checkpoint
+from fastnas.config import load_config
+from fastnas.supernet import SuperNet
+
+TINY = ["space.resolution=32", "space.num_classes=10", "data.calib_images=40", "data.val_images=20",
+        "search.population=6", "search.generations=2", "search.elites=1", "data.backend=torchvision"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    cfg = load_config("configs/quickstart.yaml", TINY)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("supernet") / "checkpoint.pt"
+    save_checkpoint(path, {"model": SuperNet(cfg.space).state_dict(), "config": cfg.to_dict(), "step": 0})
+    return path
+
+
+def search(*args):
+    return subprocess.run([sys.executable, "-m", "fastnas.search", "--config", "configs/quickstart.yaml",
+                           *args], capture_output=True, text=True, timeout=600)
+
+
+def test_search_writes_every_output(checkpoint, tmp_path):
+    out = tmp_path / "search"
+    r = search("--checkpoint", str(checkpoint), "--out", str(out), "--eval-batch", "16", *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "gen   2" in r.stdout and "cand/s" in r.stdout
+    best = json.loads((out / "best.json").read_text())
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert {int(r["generation"]) for r in rows} == {0, 1, 2}
+    assert len({r["arch"] for r in rows}) == len(rows)                 # never evaluated twice
+    assert best["top1"] == max(float(r["top1"]) for r in rows)
+    assert best["arch"] in {r["arch"] for r in rows} and best["macs"] > 0 and best["params"] > 0
+    for picture in ("pareto.png", "best_arch.png"):
+        assert (out / picture).read_bytes()[:4] == b"\x89PNG"
+    # a second run resumes from state.json: nothing new is evaluated, same answer
+    again = search("--checkpoint", str(checkpoint), "--out", str(out), "--eval-batch", "16", *TINY)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((out / "best.json").read_text())["arch"] == best["arch"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--checkpoint", "/nonexistent/ckpt.pt"], "checkpoint not found: /nonexistent/ckpt.pt"),
+    (["--eval-batch", "0"], "eval.eval_batch: must be an integer >= 1"),
+    (["--max-latency-ms", "5"], "needs a latency table"),
+    (["--selector", "nope"], "search.selector"),
+])
+def test_bad_input_is_one_clear_line(checkpoint, tmp_path, args, message):
+    r = search("--checkpoint", str(checkpoint), "--out", str(tmp_path), *TINY, *args)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
