@@ -72,11 +72,14 @@ class DataConfig:
     calib_images: int = 500                 # calibration set for BN recalibration (drawn from train)
     val_images: int = 100                   # validation set used as fitness (drawn from val)
     synthetic_images: int = 1280            # epoch length of the synthetic backend
+    synthetic_classes: int = 10             # labels of the synthetic backend are in [0, synthetic_classes)
 
     def validate(self, where: str) -> None:
         _check(where + ".workers", self.workers >= 0, "an integer >= 0")
         _check(where + ".calib_images", self.calib_images >= 1, "an integer >= 1")
         _check(where + ".val_images", self.val_images >= 1, "an integer >= 1")
+        _check(where + ".synthetic_images", self.synthetic_images >= 1, "an integer >= 1")
+        _check(where + ".synthetic_classes", self.synthetic_classes >= 1, "an integer >= 1")
 
 
 @dataclass
@@ -103,9 +106,10 @@ class TrainConfig:
     deterministic: bool = False
     grad_sync: Literal["auto", "ddp", "active_path"] = "auto"
     compile: bool = False
+    nan_patience: int = 20                  # consecutive non-finite-loss steps skipped before training stops
 
     def validate(self, where: str) -> None:
-        for k in ("epochs", "batch_size", "ckpt_every", "log_every"):
+        for k in ("epochs", "batch_size", "ckpt_every", "log_every", "nan_patience"):
             _check(f"{where}.{k}", getattr(self, k) >= 1, "an integer >= 1")
         _check(where + ".max_steps", self.max_steps >= 0, "an integer >= 0")
         _check(where + ".warmup_steps", self.warmup_steps >= 0, "an integer >= 0")
@@ -125,10 +129,14 @@ class EvalConfig:
     mode: Literal["exact", "approx"] = "exact"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     cache_mb: int = 2048                    # bound on cached activations and statistics (LRU)
+    calib_batch: int = 0                    # BN recalibration batch (part of the definition); 0 = eval_batch
+    approx_rounds: int = 1                  # approx mode: passes over the calibration set with fair random paths
 
     def validate(self, where: str) -> None:
         _check(where + ".eval_batch", self.eval_batch >= 1, "an integer >= 1")
         _check(where + ".cache_mb", self.cache_mb >= 0, "an integer >= 0")
+        _check(where + ".calib_batch", self.calib_batch >= 0, "an integer >= 0")
+        _check(where + ".approx_rounds", self.approx_rounds >= 1, "an integer >= 1")
 
 
 @dataclass

@@ -1,0 +1,85 @@
+"""The front door's implementation: backend choice, training loaders and evaluation sets."""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from fastnas.config import DataConfig
+from fastnas.data import dali as _dali
+from fastnas.data.eval_set import EvalSet, draw
+from fastnas.data.folder import DataError, SplitScan, list_classes, scan_split
+from fastnas.data.loader import TrainLoader, shard_order, steps_per_epoch, to_model_input
+
+# Measured on the 2-core AVX-512 CPU (bench/bench_data.py, bench/RESULTS.md).
+CPU_AUTO_BACKEND = "dali"
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    if backend != "auto":
+        return backend
+    if not _dali.AVAILABLE:
+        return "torchvision"
+    return "dali" if torch.device(device).type == "cuda" else CPU_AUTO_BACKEND
+
+
+def build_train_loader(data_cfg: DataConfig, *, batch_size: int, resolution: int, rank: int = 0, world_size: int = 1,
+                       seed: int = 0, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
+                       channels_last: bool = True) -> TrainLoader:
+    """The training loader of one rank: random-resized-crop, flip, normalise; last partial batch dropped."""
+    device = torch.device(device)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world_size {world_size}")
+    backend = resolve_backend(data_cfg.backend, device)
+    common = dict(batch_size=batch_size, rank=rank, world_size=world_size, seed=seed, device=device, dtype=dtype,
+                  channels_last=channels_last, backend=backend)
+    if backend == "synthetic":
+        from fastnas.data.synthetic import SyntheticTrainBatches
+        make = SyntheticTrainBatches(batch_size=batch_size, resolution=resolution,
+                                     num_classes=data_cfg.synthetic_classes, seed=seed + rank)
+        return TrainLoader(make, num_files=data_cfg.synthetic_images, **common)
+    scan = scan_split(data_cfg.path, "train")
+    _report(scan, rank)
+    if steps_per_epoch(len(scan), batch_size, world_size) == 0:
+        raise DataError(f"{data_cfg.path}: {len(scan)} usable training images are fewer than one batch "
+                        f"({batch_size} x {world_size} ranks)")
+    if backend == "dali":
+        make = _dali.DaliTrainBatches(scan, batch_size=batch_size, resolution=resolution, threads=data_cfg.workers,
+                                      seed=seed, rank=rank, device=device, dtype=dtype)
+        return TrainLoader(make, num_files=len(scan), normalized=make.normalized, **common)
+    from fastnas.data.torchvision import TorchvisionTrainBatches
+    make = TorchvisionTrainBatches(scan, batch_size=batch_size, resolution=resolution, workers=data_cfg.workers,
+                                   seed=seed, pin_memory=device.type == "cuda")
+    return TrainLoader(make, num_files=len(scan), **common)
+
+
+def build_eval_set(data_cfg: DataConfig, *, split: str, num_images: int, resolution: int,
+                   device: torch.device = torch.device("cpu"), seed: int = 0) -> EvalSet:
+    """`split='calib'`: a seeded draw from train/; `split='val'`: a seeded draw from val/. Decoded once."""
+    if split not in ("calib", "val"):
+        raise ValueError(f"split must be 'calib' or 'val', got {split!r}")
+    device = torch.device(device)
+    backend = resolve_backend(data_cfg.backend, device)
+    if backend == "synthetic":
+        from fastnas.data.synthetic import synthetic_eval
+        images, labels = synthetic_eval(num_images, resolution, data_cfg.synthetic_classes,
+                                        seed + (0 if split == "calib" else 1))
+        return EvalSet(images.to(device), labels.to(device), [])
+    classes = list_classes(data_cfg.path)
+    scan = scan_split(data_cfg.path, "train" if split == "calib" else "val", classes)
+    _report(scan, 0)
+    picked = draw(len(scan), num_images, seed, f"the {split} set")
+    files = [scan.files[i] for i in picked]
+    labels = torch.tensor([scan.labels[i] for i in picked], dtype=torch.int64)
+    if backend == "dali":
+        images = _dali.decode_eval(files, resolution=resolution, device=device, threads=data_cfg.workers)
+    else:
+        from fastnas.data.torchvision import decode_eval
+        images = decode_eval(files, resolution=resolution).to(device)
+    return EvalSet(images, labels.to(device), files)
+
+
+def _report(scan: SplitScan, rank: int) -> None:
+    line = scan.summary_line()
+    if line and rank == 0:
+        print(line, file=sys.stderr, flush=True)

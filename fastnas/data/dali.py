@@ -1,0 +1,201 @@
+"""NVIDIA DALI backend: decode, random-resized-crop and flip in DALI's C++ thread pool.
+
+With CUDA, JPEGs are decoded on the GPU (`device='mixed'`: nvJPEG, the hardware decoder
+where present), resized there, and `crop_mirror_normalize` writes normalised NHWC
+(channels-last) batches in the training dtype straight into GPU memory.
+
+Without a GPU, DALI runs CPU-only: `device_id=None` (any device id fails without CUDA, even
+`types.CPU_ONLY_DEVICE_ID`) and no 'mixed' operators. There the pipeline stops at uint8 NHWC
+and `TrainLoader` normalises (4x fewer bytes leave DALI). DALI labels arrive int32 (N, 1).
+
+Per image: the fused `decoders.image_random_crop` decodes only the crop window; `resize` to
+res x res (linear, no antialias) flips the image for free through a reversed region of
+interest (a separate `flip` cost ~100 us an image here).
+
+The file order of each epoch comes from `loader.shard_order` (the same as the torchvision
+backend); a pipeline is built per epoch over that list, so `set_epoch` reseeds exactly.
+Every file was pre-scanned (folder.py), so DALI never sees one that would kill its pipeline;
+should one slip through anyway, the error is one line naming the remedy.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from fastnas.data.folder import DataError, SplitScan
+from fastnas.data.loader import IMAGENET_MEAN, IMAGENET_STD, resize_hwc, single_threaded
+
+try:
+    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali.plugin.pytorch import feed_ndarray
+    AVAILABLE = True
+except ImportError:                     # DALI is optional: the torchvision backend needs nothing more
+    AVAILABLE = False
+
+_GPU_DTYPES = {torch.float32: "FLOAT", torch.float16: "FLOAT16"}
+
+
+def _dali_device_id(device: torch.device):
+    return device.index if device.index is not None else torch.cuda.current_device() if device.type == "cuda" else None
+
+
+def _pipeline_seed(*parts: int) -> int:
+    return int(np.random.default_rng(list(parts)).integers(0, 2**31 - 1))
+
+
+class DaliTrainBatches:
+    """`make_batches` for TrainLoader: yields one rank's batches for one epoch."""
+
+    def __init__(self, scan: SplitScan, *, batch_size: int, resolution: int, threads: int, seed: int, rank: int,
+                 device: torch.device, dtype: torch.dtype, resize_in_torch: bool = False):
+        if not AVAILABLE:
+            raise DataError("data.backend=dali but nvidia-dali is not installed (pip install nvidia-dali-cuda120, "
+                            "or use data.backend=torchvision)")
+        self.scan, self.batch_size, self.resolution = scan, batch_size, resolution
+        self.threads, self.seed, self.rank = max(1, threads), seed, rank
+        self.device, self.dtype = torch.device(device), dtype
+        self.on_gpu = self.device.type == "cuda"
+        # On the GPU normalise inside DALI when it can write the training dtype (not bf16).
+        self.normalized = self.on_gpu and dtype in _GPU_DTYPES
+        # Alternative on a CPU: DALI decodes the crop and torch resizes it. Alone, torch's uint8
+        # resize costs ~200 us an image against DALI's ~650 us, but end to end (Python per-crop
+        # loop, thread pool) it measured no faster (bench/RESULTS.md), so DALI resizes by default.
+        self.resize_in_torch = bool(resize_in_torch) and not self.on_gpu
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _pipeline(self, files: list[str], labels: list[int], epoch: int):
+        res, on_gpu, normalized, resize_in_torch = self.resolution, self.on_gpu, self.normalized, self.resize_in_torch
+        out_dtype = getattr(types, _GPU_DTYPES.get(self.dtype, "FLOAT"))
+
+        @pipeline_def(batch_size=self.batch_size, num_threads=self.threads,
+                      device_id=_dali_device_id(self.device), seed=_pipeline_seed(self.seed, epoch, self.rank),
+                      prefetch_queue_depth=2)
+        def train_pipe():
+            jpegs, labs = fn.readers.file(files=files, labels=labels, random_shuffle=False, name="reader")
+            # Decode only the random crop's window (fused decoder), then resize it to res x res.
+            images = fn.decoders.image_random_crop(jpegs, device="mixed" if on_gpu else "cpu",
+                                                   output_type=types.RGB, random_area=[0.08, 1.0],
+                                                   random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=10)
+            flip = fn.random.coin_flip(probability=0.5)
+            if resize_in_torch:
+                return images, labs, flip
+            # A flipped region of interest (start > end) makes the resize flip the image for free.
+            f = fn.cast(flip, dtype=types.FLOAT)
+            images = fn.resize(images, resize_x=res, resize_y=res, interp_type=types.INTERP_LINEAR,
+                               antialias=False, roi_relative=True,
+                               roi_start=fn.stack(0.0 * f, f), roi_end=fn.stack(0.0 * f + 1.0, 1.0 - f))
+            if normalized:
+                images = fn.crop_mirror_normalize(images, dtype=out_dtype, output_layout="HWC",
+                                                  mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
+            return images, labs, flip
+
+        pipe = train_pipe()
+        pipe.build()
+        return pipe
+
+    def __call__(self, order: np.ndarray, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        files = [self.scan.files[i] for i in order]
+        labels = [self.scan.labels[i] for i in order]
+        if not files:
+            return
+        pipe = self._pipeline(files, labels, epoch)
+        try:
+            for _ in range(len(files) // self.batch_size):
+                images, labs, flips = _run(pipe, self.scan)
+                if self.resize_in_torch:
+                    yield self._resize_crops(images, flips), _labels_to_torch(labs)
+                else:
+                    yield self._images_to_torch(images), _labels_to_torch(labs)
+        finally:
+            del pipe
+
+    def _resize_crops(self, crops, flips) -> torch.Tensor:
+        """Resize DALI's variable-size uint8 crops to one (B, res, res, 3) batch with torch."""
+        res = self.resolution
+        flips = np.asarray(flips.as_tensor()).reshape(-1)
+        out = torch.empty((len(crops), res, res, 3), dtype=torch.uint8)
+
+        def resize(part: range) -> None:
+            for i in part:
+                crop = torch.from_numpy(np.asarray(crops[i]))          # (h, w, 3), a view of DALI's buffer
+                out[i] = resize_hwc(crop.permute(2, 0, 1), res, res, flip=bool(flips[i]))
+
+        # `threads` Python threads (torch releases the GIL), each op on one OpenMP thread.
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fastnas-resize")
+        parts = [range(k, len(crops), self.threads) for k in range(self.threads)]
+        with single_threaded():
+            list(self._pool.map(resize, parts))
+        return out
+
+    def _images_to_torch(self, images) -> torch.Tensor:
+        if self.on_gpu:
+            tensor = images.as_tensor()
+            dtype = self.dtype if self.normalized else torch.uint8
+            out = torch.empty(tensor.shape(), dtype=dtype, device=self.device)
+            feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(self.device))
+            return out
+        # Zero-copy view of DALI's buffer: TrainLoader normalises it before the next run() reuses it.
+        return torch.from_numpy(np.asarray(images.as_tensor()))
+
+
+def _labels_to_torch(labels) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(labels.as_tensor()).reshape(-1).astype(np.int64))
+
+
+def _run(pipe, scan: SplitScan):
+    try:
+        return pipe.run()
+    except RuntimeError as e:
+        raise DataError(f"DALI could not decode a file under {scan.root / scan.split} ({_reason(e)}); run "
+                        f"`python -m fastnas.data check {scan.root} --decode` to find it") from None
+
+
+def _reason(e: Exception) -> str:
+    """The informative line of a DALI error (it comes after 'encountered:')."""
+    text = str(e)
+    text = text.split("encountered:", 1)[1] if "encountered:" in text else text
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "Critical error" not in ln]
+    return (lines[0] if lines else "unknown error")[:200]
+
+
+def decode_eval(files: list[str], *, resolution: int, device: torch.device, threads: int,
+                batch_size: int = 64) -> torch.Tensor:
+    """Decode `files` once with the validation transform: uint8 (N, res, res, 3) on `device`."""
+    if not AVAILABLE:
+        raise DataError("data.backend=dali but nvidia-dali is not installed (use data.backend=torchvision)")
+    device = torch.device(device)
+    on_gpu = device.type == "cuda"
+    res, shorter = resolution, round(resolution * 256 / 224)
+    batch_size = max(1, min(batch_size, len(files)))
+
+    @pipeline_def(batch_size=batch_size, num_threads=max(1, threads), device_id=_dali_device_id(device), seed=0)
+    def eval_pipe():
+        jpegs, _ = fn.readers.file(files=files, labels=list(range(len(files))), random_shuffle=False,
+                                   pad_last_batch=True, name="reader")
+        images = fn.decoders.image(jpegs, device="mixed" if on_gpu else "cpu", output_type=types.RGB)
+        images = fn.resize(images, resize_shorter=shorter, interp_type=types.INTERP_LINEAR, antialias=True)
+        return fn.crop(images, crop=(res, res), crop_pos_x=0.5, crop_pos_y=0.5, out_of_bounds_policy="pad")
+
+    pipe = eval_pipe()
+    pipe.build()
+    out = torch.empty((len(files), res, res, 3), dtype=torch.uint8, device=device)
+    done = 0
+    while done < len(files):
+        try:
+            (batch,) = pipe.run()
+        except RuntimeError as e:
+            raise DataError(f"DALI could not decode an evaluation image ({_reason(e)})") from None
+        take = min(batch_size, len(files) - done)
+        if on_gpu:
+            chunk = torch.empty((batch_size, res, res, 3), dtype=torch.uint8, device=device)
+            feed_ndarray(batch.as_tensor(), chunk, cuda_stream=torch.cuda.current_stream(device))
+            out[done:done + take] = chunk[:take]
+        else:
+            out[done:done + take] = torch.from_numpy(np.asarray(batch.as_tensor()))[:take]
+        done += take
+    del pipe
+    return out
