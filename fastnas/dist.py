@@ -1,0 +1,106 @@
+"""Distributed setup: the torchrun environment, the process group, and rank-0 helpers.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; plain `python -m ...` runs as world size 1
+without a process group. The backend is nccl on CUDA and gloo on CPU. Multi-node uses
+torchrun's own rendezvous flags (`--nnodes`, `--node_rank`, `--rdzv_endpoint`); nothing here changes.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed() -> DistEnv:
+    """Read the torchrun environment, pick the device and start the process group when world size > 1."""
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+    return DistEnv(rank, world_size, local_rank, device)
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """In-place sum across ranks (a no-op in a single process)."""
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def print0(*args, file=None, **kwargs) -> None:
+    """print() on rank 0 only, flushed (torchrun interleaves the ranks' streams)."""
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(*args, file=file or sys.stdout, flush=True, **kwargs)
+
+
+def broadcast_state(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank `src`'s parameters and buffers to every rank (once, at start-up)."""
+    if dist.is_initialized():
+        for t in module.state_dict().values():
+            dist.broadcast(t, src)
+
+
+def all_reduce_grads(params, world_size: int, bucket_bytes: int = 25 * 2**20) -> None:
+    """Average the gradients that exist (the active path's) across ranks: coalesced, bucketed all_reduce.
+
+    Parameters without a gradient (off the sampled path) are left as None, so the optimizer skips
+    them. Every rank trains the same path, so every rank builds the same buckets in the same order.
+    All buckets are sent asynchronously and then awaited, so they overlap one another.
+    """
+    if world_size == 1 or not dist.is_initialized():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    buckets, current, size = [], [], 0
+    for g in grads:
+        if current and (g.dtype != current[0].dtype or size + g.numel() * g.element_size() > bucket_bytes):
+            buckets.append(current)
+            current, size = [], 0
+        current.append(g)
+        size += g.numel() * g.element_size()
+    if current:
+        buckets.append(current)
+    flats = [torch.cat([g.reshape(-1) for g in bucket]) for bucket in buckets]
+    works = [dist.all_reduce(flat, async_op=True) for flat in flats]
+    for bucket, flat, work in zip(buckets, flats, works):
+        work.wait()
+        flat.div_(world_size)
+        offset = 0
+        for g in bucket:                     # reshape(-1) read g in logical order; view(shape) restores it
+            g.copy_(flat[offset:offset + g.numel()].view(g.shape))
+            offset += g.numel()
