@@ -186,8 +186,10 @@ def main(argv=None) -> int:
     p.add_argument("--mutation", default="one_position", choices=["one_position", "per_position"])
     p.add_argument("--mutation-prob", type=float, default=1 / EDGES)
     p.add_argument("--crossover", default="uniform", choices=["uniform", "single_point"])
-    p.add_argument("--crossover-prob", type=float, default=0.5)
-    p.add_argument("--tau", type=float, default=0.1, help="MFG temperature (fitness %%; the table is noise-free)")
+    p.add_argument("--crossover-prob", type=float, default=0.0,
+                   help="0: mutation only (measured better on NB201 for MFG and truncation)")
+    p.add_argument("--tau", type=float, default=0.03,
+                   help="MFG temperature (fitness %%): near-greedy, the regime where crowding pays; the table is noise-free")
     p.add_argument("--lam", type=float, default=1.0, help="MFG crowding price (start of the bisection)")
     p.add_argument("--target-diversity", type=float, default=None)
     p.add_argument("--relative", action="store_true", help="MFG tau/lam in units of the pool's fitness std")
