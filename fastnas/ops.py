@@ -51,7 +51,12 @@ class Head(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """torchvision MobileNetV2's initialisation."""
+    """torchvision MobileNetV2's initialisation, plus a zero last-BN scale in residual MBConvs.
+
+    The zero scale starts every residual block as the identity, so a randomly sampled deep path
+    trains like a shallow network at first (Goyal et al. 2017's zero-init residual); a supernet
+    whose paths change every step learns much sooner with it.
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -61,3 +66,6 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if isinstance(m, MBConv) and m.residual:
+            nn.init.zeros_(m.body[-1][1].weight)

@@ -76,7 +76,7 @@ def draw_architecture(space: SearchSpace, arch: Sequence[int], path: str | Path,
         layer = space.layers[i]
         if i == 0 or layer.in_channels != layer.out_channels or layer.stride != 1:
             ax.axvline(x - 0.1, color="#adb5bd", lw=0.6, ls=":")
-            ax.text(x, 1.05, f"{layer.out_channels}ch s{layer.stride}\n{layer.in_size}px", fontsize=6, va="bottom")
+            ax.text(x, 1.05, f"{layer.out_channels}ch s{layer.stride}\n{layer.out_size}px", fontsize=6, va="bottom")
         x += 0.6 if space.block(i, c) is not None else 0.5
     ax.add_patch(FancyBboxPatch((x, 0.3), 0.5, 0.4, boxstyle="round,pad=0.03", fc="#e9ecef", ec="#343a40", lw=0.6))
     ax.text(x + 0.25, 0.5, f"{cfg.head_channels}\npool\nfc", ha="center", va="center", fontsize=6)

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import randomize_bn
 
 from fastnas.config import Config, SpaceConfig
 from fastnas.export import OPSET, load_exported, main
@@ -26,14 +27,7 @@ def trained(tmp_path_factory):
     """A supernet checkpoint in the training contract's format, with non-trivial BN statistics."""
     torch.manual_seed(0)
     cfg = Config(space=SpaceConfig(resolution=RES, num_classes=10))
-    net = SuperNet(cfg.space)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.normal_(1, 0.1)
-                m.bias.normal_(0, 0.1)
+    net = randomize_bn(SuperNet(cfg.space))
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
     torch.save({"model": net.state_dict(), "config": cfg.to_dict(), "step": 0}, path)
     arch = net.space.sample(np.random.default_rng(0))
