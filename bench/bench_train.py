@@ -2,7 +2,7 @@
 
     python bench/bench_train.py --json bench/train.json [--quick]
 
-One fixed architecture (seeded sample of the default space), synthetic input, batch 64 at 224 px,
+One fixed architecture (seeded sample of the default space, or `--arch`), synthetic input, batch 64 at 224 px,
 SGD step included (fastnas.train.train_step, the code training runs). Variants side by side in
 one run: fp32 NCHW, fp32 channels_last, autocast NCHW, autocast channels_last (bf16 on CPU and
 Ampere+, fp16 on older GPUs), and `SuperNet.subnet(arch)` in the best variant; each after warm-up,
@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     p.add_argument("--res", type=int, default=224)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--arch", help="architecture string or uniform:CHOICE (default: seeded random of the default space)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16"], help="autocast dtype")
     args = p.parse_args(argv)
     if args.quick:
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = resolve_precision(args.precision, device)
     space = SearchSpace(load_config(None, [f"space.resolution={args.res}"]).space)
-    arch = space.sample(np.random.default_rng(0))
+    arch = space.from_string(args.arch) if args.arch else space.sample(np.random.default_rng(0))
     torch.manual_seed(0)
     supernet = SuperNet(space)
     run = dict(batch=args.batch, res=args.res, warmup=args.warmup, iters=args.iters, device=device)
