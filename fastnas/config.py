@@ -60,6 +60,8 @@ class SpaceConfig:
         _check(where + ".expansions", bool(self.expansions) and all(e >= 1 for e in self.expansions),
                "a non-empty list of integers >= 1")
         _check(where + ".dropout", 0.0 <= self.dropout < 1.0, "a float in [0, 1)")
+        for k in ("stem_channels", "first_channels", "head_channels"):
+            _check(f"{where}.{k}", getattr(self, k) >= 1, "an integer >= 1")
 
 
 @dataclass
@@ -114,6 +116,8 @@ class TrainConfig:
         _check(where + ".max_steps", self.max_steps >= 0, "an integer >= 0")
         _check(where + ".warmup_steps", self.warmup_steps >= 0, "an integer >= 0")
         _check(where + ".lr", self.lr > 0, "a float > 0")
+        _check(where + ".momentum", 0 <= self.momentum < 1, "a float in [0, 1)")
+        _check(where + ".weight_decay", self.weight_decay >= 0, "a float >= 0")
         _check(where + ".label_smoothing", 0.0 <= self.label_smoothing < 1.0, "a float in [0, 1)")
         _check(where + ".macs_range", len(self.macs_range) in (0, 2) and
                (not self.macs_range or 0 <= self.macs_range[0] < self.macs_range[1]),
@@ -149,6 +153,8 @@ class SearchConfig:
     selector: str = "mfg"
     tau: float = 0.5                        # MFG temperature (fitness units: top-1 %)
     lam: float = 1.0                        # MFG crowding price
+    target_diversity: float = 0.0           # > 0: lam set per generation by bisection so that parents differ
+                                            # in at least this share of layers (lam is the starting guess)
     mutation_prob: float = 0.1
     crossover: Literal["uniform", "single_point"] = "uniform"
     crossover_prob: float = 0.5
@@ -167,6 +173,7 @@ class SearchConfig:
         _check(where + ".population", self.population >= 2, "an integer >= 2")
         _check(where + ".tau", self.tau > 0, "a float > 0")
         _check(where + ".lam", self.lam >= 0, "a float >= 0")
+        _check(where + ".target_diversity", 0 <= self.target_diversity < 1, "a float in [0, 1)")
         _check(where + ".mutation_prob", 0 <= self.mutation_prob <= 1, "a float in [0, 1]")
         _check(where + ".crossover_prob", 0 <= self.crossover_prob <= 1, "a float in [0, 1]")
         _check(where + ".elites", 0 <= self.elites < self.population, "an integer in [0, population)")

@@ -65,7 +65,7 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision != "auto":
         raise UserError(f"eval.precision: {precision!r} is not allowed (allowed: auto, fp32, bf16, fp16)")
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 
@@ -441,10 +441,11 @@ def build_evaluator(cfg, device, checkpoint_path=None) -> Evaluator:
     The space comes from the checkpoint (the weights fix it); data and eval settings from `cfg`.
     """
     from fastnas.checkpoint import load_supernet
-    from fastnas.data import build_eval_set
+    from fastnas.data import build_eval_set, check_num_classes
 
     device = torch.device(device)
     supernet, ckpt_cfg = load_supernet(checkpoint_path or cfg.eval.checkpoint, device)
+    check_num_classes(cfg.data, ckpt_cfg.space.num_classes)
     resolution = ckpt_cfg.space.resolution
     calib = build_eval_set(cfg.data, split="calib", num_images=cfg.data.calib_images,
                            resolution=resolution, device=device, seed=0)

@@ -205,7 +205,7 @@ class Evolution:
                  mutation: str = "per_position", mutation_prob: float = 0.1,
                  crossover: str = "uniform", crossover_prob: float = 0.5,
                  constraints: Optional[Constraints] = None, max_retries: int = 1000, seed: int = 0,
-                 state_path: Optional[str | os.PathLike] = None, resume: bool = True,
+                 state_path: Optional[str | os.PathLike] = None, resume: bool = True, save_state: bool = True,
                  on_generation: Optional[Callable[[GenerationStats], None]] = None):
         if population < 1:
             raise ValueError("population must be >= 1")
@@ -227,6 +227,7 @@ class Evolution:
         self.seed = int(seed)
         self.state_path = Path(state_path) if state_path else None
         self.resume = resume
+        self.save_state = save_state          # False on all but one rank of a distributed search: one writer
         self.on_generation = on_generation
         self.num_choices = np.asarray(space.num_choices, dtype=np.int64)
         self.n_choices = int(self.num_choices.max())
@@ -435,7 +436,7 @@ class Evolution:
         self.selector.load_state_dict(state["selector"])
 
     def save(self) -> None:
-        if self.state_path is not None:
+        if self.state_path is not None and self.save_state:
             write_json_atomic(self.state_path, self.state_dict())
 
     def load(self) -> None:

@@ -69,13 +69,19 @@ def read_arch(arch: str, space: SearchSpace) -> tuple[int, ...]:
 
 # ----------------------------------------------------------------------------- export
 
-def export(supernet: SuperNet, arch: Sequence[int], out_dir: str | Path, *, onnx: bool = True) -> SubNet:
-    """Write model.pt, model.json and (with `onnx`) model.onnx for `arch` into `out_dir`; return the SubNet."""
+def export(supernet: SuperNet, arch: Sequence[int], out_dir: str | Path, *, onnx: bool = True,
+           net: SubNet | None = None) -> SubNet:
+    """Write model.pt, model.json and (with `onnx`) model.onnx for `arch` into `out_dir`; return the SubNet.
+
+    `net` is the subnet to write (e.g. `Evaluator.recalibrated_subnet(arch)`, whose BN statistics are the
+    ones the search scored); default: `supernet.subnet(arch)` with the supernet's running statistics.
+    """
     space = supernet.space
     arch = space.validate(arch)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    net = supernet.subnet(arch).float().cpu().eval()
+    net = (net if net is not None else supernet.subnet(arch)).float().cpu().eval()
+    net = net.to(memory_format=torch.contiguous_format)
     space_dict = dataclasses.asdict(space.cfg)
     arch_str = space.to_string(arch)
     _atomic_write(out / MODEL_FILE, lambda f: torch.save(
@@ -140,6 +146,20 @@ def _atomic_write(path: Path, write) -> None:
 
 # ----------------------------------------------------------------------------- command line
 
+def _with_overrides(cfg, overrides):
+    """The checkpoint's own config with `section.key=value` overrides applied."""
+    import yaml
+    from fastnas.config import ConfigError, config_from_dict
+    raw = cfg.to_dict()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        section, _, name = key.partition(".")
+        if not sep or not name or section not in raw:
+            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. data.path=/data/imagenet")
+        raw[section][name] = yaml.safe_load(text)
+    return config_from_dict(raw)
+
+
 @cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastnas.export",
@@ -148,10 +168,21 @@ def main(argv=None) -> int:
     p.add_argument("--supernet", required=True, help="supernet checkpoint (from fastnas.train)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX file")
+    p.add_argument("--no-recalibrate", action="store_true",
+                   help="keep the supernet's running BN statistics instead of recalibrating them exactly "
+                        "on the calibration set, as the search scored the architecture")
+    p.add_argument("--config", help="run config for the calibration data (default: the checkpoint's own)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. data.path=/data/imagenet")
     args = p.parse_args(argv)
-    supernet, _ = load_supernet(args.supernet)
+    supernet, ckpt_cfg = load_supernet(args.supernet)
     arch = read_arch(args.arch, supernet.space)
-    export(supernet.eval(), arch, args.out, onnx=not args.no_onnx)
+    net = None
+    if not args.no_recalibrate:
+        from fastnas.config import load_config
+        from fastnas.evaluate import build_evaluator
+        cfg = load_config(args.config, args.overrides) if args.config else _with_overrides(ckpt_cfg, args.overrides)
+        net = build_evaluator(cfg, "cpu", args.supernet).recalibrated_subnet(arch)
+    export(supernet.eval(), arch, args.out, onnx=not args.no_onnx, net=net)
     out = Path(args.out)
     cost = supernet.space.cost(arch)
     print(f"exported {supernet.space.to_string(arch)} ({cost.macs / 1e6:.1f}M MACs, {cost.params / 1e6:.3f}M params)\n"

@@ -160,7 +160,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """'auto' is bf16 where the device runs it natively (Ampere+ GPU, AVX-512 BF16 CPU), else fp16 on GPU, fp32 on CPU."""
     if precision == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
         return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:

@@ -29,6 +29,10 @@ def _run(title: str, cmd: list[str], env: dict | None = None) -> None:
     print(f"=== {title}: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
+def _export_dir(cfg) -> Path:
+    return Path(cfg.search.out_dir).parent / "export"
+
+
 @cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastnas.quickstart", description=__doc__.splitlines()[0])
@@ -38,11 +42,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     cfg = load_config(args.config)
-    run_dir = REPO_ROOT / Path(cfg.train.run_dir).parent
-    if args.fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
+    if args.fresh:                       # only the folders this job writes, never their parents
+        for folder in (cfg.train.run_dir, cfg.search.out_dir, _export_dir(cfg)):
+            shutil.rmtree(REPO_ROOT / folder, ignore_errors=True)
     py = sys.executable
-    export_dir = run_dir / "export"
+    export_dir = _export_dir(cfg)
     best = Path(cfg.search.out_dir) / "best.json"
     start = time.perf_counter()
     # The training processes share the cores: an equal share of threads each, no oversubscription.

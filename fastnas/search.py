@@ -53,7 +53,8 @@ def parse_args(argv):
 
 def build_selector(s):
     from fastnas.selection import make_selector
-    kwargs = {"mfg": dict(tau=s.tau, lam=s.lam), "boltzmann": dict(tau=s.tau)}.get(s.selector, {})
+    mfg = dict(tau=s.tau, lam=s.lam, target_diversity=s.target_diversity or None)
+    kwargs = {"mfg": mfg, "boltzmann": dict(tau=s.tau)}.get(s.selector, {})
     try:
         return make_selector(s.selector, **kwargs)
     except ValueError as e:
@@ -100,11 +101,11 @@ def main(argv=None) -> int:
             results = evaluator.evaluate(archs)
             for a, r in zip(archs, results):
                 metrics[space.to_string(a)] = [r.top1, r.top5, r.loss]
+            if env.is_main:                         # before the generation's state.json: never behind it
+                write_json_atomic(metrics_path, metrics)
             return [r.top1 for r in results]
 
         def progress(g):
-            if env.is_main:
-                write_json_atomic(metrics_path, metrics)
             print0(f"gen {g.generation:3d}  evaluated {g.evaluations:5d}  best {g.best_fitness:6.2f}  "
                    f"mean {g.mean_fitness:6.2f}  parent diversity {g.parent_diversity:.3f}  "
                    f"{g.candidates_per_s:6.2f} cand/s")
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
                         elites=s.elites, mutation_prob=s.mutation_prob, crossover=s.crossover,
                         crossover_prob=s.crossover_prob, constraints=constraints, max_retries=s.max_retries,
                         seed=s.seed, state_path=out / "state.json", resume=not args.fresh,
-                        on_generation=progress)
+                        save_state=env.is_main, on_generation=progress)
         result = evo.run()
         if env.is_main:
             write_json_atomic(metrics_path, metrics)

@@ -165,7 +165,7 @@ def fit(cfg: Config, env: dist.DistEnv, model: nn.Module, paths_for_step: Callab
 
     Returns {"step", "loss", "checkpoint"}. Resumes from `resume` or the newest checkpoint in the run folder.
     """
-    from fastnas.data import build_train_loader
+    from fastnas.data import build_train_loader, check_num_classes
 
     tcfg = cfg.train
     run_dir = Path(run_dir or tcfg.run_dir)
@@ -188,6 +188,7 @@ def fit(cfg: Config, env: dist.DistEnv, model: nn.Module, paths_for_step: Callab
     scaler = torch.amp.GradScaler(env.device.type) if amp_dtype == torch.float16 else None
 
     # data
+    check_num_classes(cfg.data, cfg.space.num_classes)
     loader = build_train_loader(cfg.data, batch_size=tcfg.batch_size, resolution=cfg.space.resolution,
                                 rank=env.rank, world_size=env.world_size, seed=tcfg.seed, device=env.device,
                                 dtype=amp_dtype, channels_last=tcfg.channels_last)
@@ -267,12 +268,12 @@ def fit(cfg: Config, env: dist.DistEnv, model: nn.Module, paths_for_step: Callab
                         raise TrainingError(f"the loss was not finite for {bad_steps} steps in a row (last at "
                                             f"step {step}); lower train.lr or use train.precision=bf16/fp32. "
                                             f"The last good checkpoint is {ckpt_path}")
-                    continue
-                bad_steps = 0
-                telemetry.update(step, epoch, loss_sum=last.loss_sum, correct=last.correct, count=last.count,
-                                 lr=scheduler.get_last_lr()[0])
-                if step % tcfg.ckpt_every == 0 or step == stop_step:
-                    checkpoint()
+                else:                                                   # no checkpoint of a skipped step
+                    bad_steps = 0
+                    telemetry.update(step, epoch, loss_sum=last.loss_sum, correct=last.correct,
+                                     count=last.count, lr=scheduler.get_last_lr()[0])
+                    if step % tcfg.ckpt_every == 0 or step == stop_step:
+                        checkpoint()
                 if step >= stop_step:
                     break
     finally:

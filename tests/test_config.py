@@ -25,6 +25,9 @@ def test_exponent_floats_without_a_dot():
     ("train.batch_size=1.5", "train.batch_size: expected an integer"),
     ("space.strides=[2,2,2,1,2,3]", "space.strides: must be 1 or 2"),
     ("lr=1", "expected section.key=value"),
+    ("train.momentum=-1", "train.momentum: must be a float in [0, 1)"),
+    ("space.head_channels=0", "space.head_channels: must be an integer >= 1"),
+    ("search.target_diversity=1.5", "search.target_diversity: must be a float in [0, 1)"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as e:
@@ -48,3 +51,11 @@ def test_cli_bad_config_is_one_clear_line():
     r = subprocess.run([sys.executable, "-m", "fastnas.space", "space.resolution=abc"], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip() == "fastnas: error: space.resolution: expected an integer, got 'abc'"
+
+
+def test_dataset_with_more_classes_than_the_head_is_refused(sample_dir):
+    from fastnas.data import DataError, check_num_classes
+    cfg = load_config(None, [f"data.path={sample_dir}"])
+    assert check_num_classes(cfg.data, 10) == 10
+    with pytest.raises(DataError, match="has 10 classes but the model has space.num_classes=5"):
+        check_num_classes(cfg.data, 5)

@@ -40,8 +40,26 @@ def trained(tmp_path_factory):
 def exported(trained, tmp_path_factory):
     net, ckpt, arch, best = trained
     out = tmp_path_factory.mktemp("export") / "model"
-    assert main(["--arch", str(best), "--supernet", str(ckpt), "--out", str(out)]) == 0
+    assert main(["--arch", str(best), "--supernet", str(ckpt), "--out", str(out), "--no-recalibrate"]) == 0
     return out
+
+
+def test_default_export_carries_the_recalibrated_bn_statistics(trained, tmp_path):
+    """By default the exported model is what the search scored: the path with exactly recalibrated BNs."""
+    from fastnas.checkpoint import load_supernet
+    from fastnas.evaluate import build_evaluator
+    net, ckpt, arch, best = trained
+    out = tmp_path / "model"
+    assert main(["--arch", str(best), "--supernet", str(ckpt), "--out", str(out), "data.calib_images=40"]) == 0
+    _, cfg = load_supernet(ckpt)
+    cfg.data.calib_images = 40
+    expected = build_evaluator(cfg, "cpu", ckpt).recalibrated_subnet(arch).state_dict()
+    got = load_exported(out).state_dict()
+    assert set(got) == set(expected)
+    for name in got:
+        assert torch.equal(got[name], expected[name].contiguous()), name
+    stale = net.subnet(arch).state_dict()
+    assert not torch.equal(got["stem.1.running_mean"], stale["stem.1.running_mean"])
 
 
 def test_rebuilt_model_equals_supernet_path(trained, exported):

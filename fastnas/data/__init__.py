@@ -22,7 +22,7 @@ from fastnas.data.folder import DataError, scan_split
 # Imported on first use, so `python -m fastnas.data check` runs without loading torch or DALI.
 _LAZY = {
     "build_train_loader": "fastnas.data.build", "build_eval_set": "fastnas.data.build",
-    "resolve_backend": "fastnas.data.build", "EvalSet": "fastnas.data.eval_set",
+    "resolve_backend": "fastnas.data.build", "check_num_classes": "fastnas.data.build", "EvalSet": "fastnas.data.eval_set",
     "TrainLoader": "fastnas.data.loader", "to_model_input": "fastnas.data.loader",
     "shard_order": "fastnas.data.loader",
 }

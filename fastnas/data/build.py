@@ -23,6 +23,15 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return "dali" if torch.device(device).type == "cuda" else CPU_AUTO_BACKEND
 
 
+def check_num_classes(data_cfg: DataConfig, num_classes: int) -> int:
+    """The dataset's class count; a DataError when the model's head (`space.num_classes`) is too small for it."""
+    n = data_cfg.synthetic_classes if data_cfg.backend == "synthetic" else len(list_classes(data_cfg.path))
+    if n > num_classes:
+        raise DataError(f"{data_cfg.path if data_cfg.backend != 'synthetic' else 'synthetic data'} has {n} "
+                        f"classes but the model has space.num_classes={num_classes}: set space.num_classes={n}")
+    return n
+
+
 def build_train_loader(data_cfg: DataConfig, *, batch_size: int, resolution: int, rank: int = 0, world_size: int = 1,
                        seed: int = 0, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
                        channels_last: bool = True) -> TrainLoader:
