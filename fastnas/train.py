@@ -223,6 +223,10 @@ def fit(cfg: Config, env: dist.DistEnv, model: nn.Module, paths_for_step: Callab
     state = load_checkpoint(resume, "cpu") if resume else load_latest(ckpt_path, "cpu")
     step = 0
     if state is not None:
+        if state.get("world_size", env.world_size) != env.world_size:
+            raise CheckpointError(f"{resume or ckpt_path} was written by {state['world_size']} processes, this run "
+                                  f"has {env.world_size}: the data order and schedule would not continue; resume "
+                                  f"with the same number of processes or use a new train.run_dir")
         step = restore(state, model, optimizer, scheduler, scaler)
         dist.print0(f"resumed from step {step} ({resume or ckpt_path})")
     if step >= stop_step:

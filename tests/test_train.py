@@ -186,3 +186,19 @@ def test_precision_follows_the_device():
     assert resolve_precision("auto", cpu) == torch.bfloat16
     assert resolve_precision("fp16", cpu) == torch.float16
     assert resolve_precision("fp32", cpu) == torch.float32
+
+
+def test_resume_with_another_world_size_is_refused(tmp_path):
+    """A checkpoint's data order and schedule belong to its world size: resuming with another is one clear line."""
+    from fastnas.checkpoint import load_checkpoint, save_checkpoint
+    run = tmp_path / "run"
+    r = subprocess.run([PY, "-m", "fastnas.train", *tiny(run, "train.max_steps=1")], cwd=REPO, env=sub_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    state = load_checkpoint(run / "checkpoint.pt")
+    state["world_size"] = 2                                   # as if written by a 2-process run
+    save_checkpoint(run / "checkpoint.pt", state, keep_previous=False)
+    r = subprocess.run([PY, "-m", "fastnas.train", *tiny(run, "train.max_steps=2")], cwd=REPO, env=sub_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert "was written by 2 processes, this run has 1" in r.stderr and "Traceback" not in r.stderr
