@@ -189,11 +189,22 @@ class Evaluator:
         todo = sorted({a for a in archs if a not in self.memo})
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         mine = todo[rank * len(todo) // world:(rank + 1) * len(todo) // world]
-        done = dict(zip(mine, self._evaluate_new(mine))) if mine else {}
+        failure = None
+        try:
+            done = dict(zip(mine, self._evaluate_new(mine))) if mine else {}
+        except Exception as e:               # every rank must still reach the gather, or the others hang
+            if world == 1 or not todo:
+                raise
+            done, failure = {}, e
         if world > 1 and todo:
             shards = [None] * world
-            dist.all_gather_object(shards, done)
-            done = {a: Result(*r) for shard in shards for a, r in shard.items()}
+            dist.all_gather_object(shards, (done, None if failure is None else f"{type(failure).__name__}: {failure}"))
+            if failure is not None:
+                raise failure
+            failed = [(r, msg) for r, (_, msg) in enumerate(shards) if msg]
+            if failed:
+                raise UserError(f"candidate evaluation failed on rank {failed[0][0]}: {failed[0][1]}")
+            done = {a: Result(*r) for shard, _ in shards for a, r in shard.items()}
         self.memo.update(done)
         return [self.memo[a] for a in archs]
 
