@@ -9,7 +9,7 @@ from fastnas.config import DataConfig
 from fastnas.data import dali as _dali
 from fastnas.data.eval_set import EvalSet, draw
 from fastnas.data.folder import DataError, SplitScan, list_classes, scan_split
-from fastnas.data.loader import TrainLoader, shard_order, steps_per_epoch, to_model_input
+from fastnas.data.loader import TrainLoader, steps_per_epoch
 
 # Measured on the 2-core AVX-512 CPU (bench/bench_data.py, bench/RESULTS.md).
 CPU_AUTO_BACKEND = "dali"
