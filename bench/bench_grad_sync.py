@@ -30,13 +30,13 @@ def worker(args) -> None:
     from fastnas import dist
     from fastnas.config import load_config
     from fastnas.sampling import UniformSampler
-    from fastnas.space import SearchSpace
-    from fastnas.supernet import SuperNet
+    from fastnas.spaces.mbconv import MBConvSpace
+    from fastnas.spaces.mbconv_net import SuperNet
     from fastnas.train import build_optimizer, train_step
 
     env = dist.init_distributed()
     cfg = load_config(None, [f"space.resolution={args.res}", "space.num_classes=10"])
-    space = SearchSpace(cfg.space)
+    space = MBConvSpace(cfg.space)
     sampler = UniformSampler(space, seed=0)
     criterion = torch.nn.CrossEntropyLoss()
     nets = {}

@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fastnas.config import load_config  # noqa: E402
 from fastnas.latency import (BlockMeter, Timer, autocast, device_name, prepare, random_input,  # noqa: E402
                              resolve_device, resolve_precision)
-from fastnas.space import SearchSpace  # noqa: E402
-from fastnas.supernet import SubNet  # noqa: E402
+from fastnas.spaces.mbconv import MBConvSpace  # noqa: E402
+from fastnas.spaces.mbconv_net import SubNet  # noqa: E402
 
 
 def run(space_cfg, *, device, batch_size, precision, methods, n_archs, warmup, repeats, seed):
-    space = SearchSpace(space_cfg)
+    space = MBConvSpace(space_cfg)
     dtype = resolve_precision(precision, device)
     rng = np.random.default_rng(seed)
     archs = [space.sample(rng) for _ in range(n_archs)]

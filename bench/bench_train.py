@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastnas.config import load_config                                   # noqa: E402
-from fastnas.space import SearchSpace                                    # noqa: E402
-from fastnas.supernet import SuperNet                                    # noqa: E402
+from fastnas.spaces.mbconv import MBConvSpace                                    # noqa: E402
+from fastnas.spaces.mbconv_net import SuperNet                                    # noqa: E402
 from fastnas.train import build_optimizer, resolve_precision, train_step  # noqa: E402
 
 
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
         args.warmup, args.iters = 1, 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = resolve_precision(args.precision, device)
-    space = SearchSpace(load_config(None, [f"space.resolution={args.res}"]).space)
+    space = MBConvSpace(load_config(None, [f"space.resolution={args.res}"]).space)
     arch = space.from_string(args.arch) if args.arch else space.sample(np.random.default_rng(0))
     torch.manual_seed(0)
     supernet = SuperNet(space)

@@ -47,9 +47,9 @@ if [[ ! -f "$CKPT" ]]; then
 import sys
 from fastnas.checkpoint import save_checkpoint
 from fastnas.config import load_config
-from fastnas.supernet import SuperNet
+from fastnas.spaces import build_supernet
 cfg = load_config('configs/quickstart.yaml')
-save_checkpoint(sys.argv[1], {'model': SuperNet(cfg.space).state_dict(), 'config': cfg.to_dict(), 'step': 0})
+save_checkpoint(sys.argv[1], {'model': build_supernet(cfg.space).state_dict(), 'config': cfg.to_dict(), 'step': 0})
 " "$CKPT" || echo "gpu_check: could not write a stand-in supernet checkpoint" >&2
 fi
 

@@ -2,8 +2,8 @@
 
 Front doors (plain imports, no side effects):
   fastnas.config.load_config      YAML + key=value overrides -> validated dataclasses
-  fastnas.space.SearchSpace       architectures, sample/mutate/crossover, exact cost model
-  fastnas.supernet.SuperNet       weight-sharing supernet, forward(x, arch), subnet(arch)
+  fastnas.spaces.build_space      the configured search space (mbconv | nb201): architectures,
+                                  sample/mutate/crossover, exact cost model, supernet(), subnet(arch)
 """
 
 __version__ = "0.1.0"

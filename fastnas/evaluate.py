@@ -166,6 +166,9 @@ class Evaluator:
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.momentum = None
         self.space = self.net.space
+        if mode == "approx" and not self.space.prefix_statistics:
+            raise UserError(f"eval.mode=approx needs per-layer statistics that depend only on earlier layers; "
+                            f"{type(self.space).__name__} shares one cell everywhere: use eval.mode=exact")
         self.calib, self.val = calib_set, val_set
         self.eval_batch = eval_batch
         self.calib_batch = calib_batch or eval_batch
@@ -176,11 +179,9 @@ class Evaluator:
         self.memo: dict[tuple[int, ...], Result] = {}
         self._approx_table: dict | None = None
         self._scratch: dict = {}
-        # Step p of a path: 0 = stem + first block, 1..L = searchable layers, L+1 = head.
-        L = len(self.space)
-        trunk = nn.Sequential(self.net.stem, self.net.first)
-        self._modules = [[trunk]] + [list(blocks) for blocks in self.net.layers] + [[self.net.head.conv]]
-        self._head_step = L + 1
+        # A chain space runs a path one step at a time (step 0: stem, 1..L: positions, L+1: head) so
+        # candidates share prefixes; any other space is recalibrated and scored one whole subnet at a time.
+        self._modules = self.net.chain_steps() if self.space.prefix_statistics else None
 
     # ------------------------------------------------------------------ public API
     def evaluate(self, archs: Sequence[Sequence[int]]) -> list[Result]:
@@ -209,19 +210,22 @@ class Evaluator:
         return [self.memo[a] for a in archs]
 
     def recalibrated_subnet(self, arch: Sequence[int]) -> nn.Module:
-        """A standalone `SubNet` of `arch` with its exactly recalibrated BN statistics, in eval mode."""
+        """A standalone network of `arch` with its exactly recalibrated BN statistics, in eval mode."""
         arch = self.space.validate(arch)
+        if self._modules is None:
+            return self._recalibrate_whole(arch)
         path = self._path(arch)
         stats = self._calibrate(build_trie([path]))
         sub = self.net.subnet(arch).eval()
-        targets = [nn.Sequential(sub.stem, sub.first)] + list(sub.layers) + [sub.head.conv]
-        for p, module in enumerate(targets):
+        for p, module in enumerate(sub.chain_steps()):
             for name, value in stats[path[:p + 1]].items():
                 module.get_buffer(name).copy_(value)
         return sub
 
     # ------------------------------------------------------------------ the two modes
     def _evaluate_new(self, archs: list[tuple[int, ...]]) -> list[Result]:
+        if self._modules is None:
+            return [self._score_whole(self._recalibrate_whole(a)) for a in archs]
         root = build_trie([self._path(a) for a in archs])
         if self.mode == "exact":
             stats = self._calibrate(root)
@@ -235,12 +239,20 @@ class Evaluator:
     def _path(arch: tuple[int, ...]) -> tuple[int, ...]:
         return (0,) + arch + (0,)
 
+    # ------------------------------------------------------------------ spaces without a chain: one whole subnet
+    def _recalibrate_whole(self, arch: tuple[int, ...]) -> nn.Module:
+        return recalibrated_subnet(self.net, arch, self.calib, self.calib_batch, self.dtype, self.channels_last)
+
+    def _score_whole(self, net: nn.Module) -> Result:
+        return score_network(net, self.val, self.eval_batch, self.dtype, self.channels_last)
+
+    def _input(self, eval_set, a: int, b: int) -> torch.Tensor:
+        return model_input(eval_set.images[a:b], self.dtype, self.channels_last)
+
     # ------------------------------------------------------------------ one step of a path
     def _run(self, node: Node, x: torch.Tensor, stats: dict, train: bool) -> torch.Tensor:
         """Step `node` on `x` with its BN statistics bound (train mode updates them in place)."""
         module = self._modules[node.depth][node.choice]
-        if node.depth == self._head_step and not train:
-            return functional_call(self.net.head, {"conv." + k: v for k, v in stats.items()}, x)
         return functional_call(module, stats, x) if stats else module(x)
 
     def _fresh(self, node: Node) -> dict:
@@ -257,7 +269,7 @@ class Evaluator:
         return bool(node.children) and bool(self._scratch_stats(node))     # skip steps cost nothing
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+        return _autocast(self.device, self.dtype)
 
     # ------------------------------------------------------------------ calibration (train mode)
     def _calibrate(self, root: Node) -> dict[tuple, dict]:
@@ -310,7 +322,7 @@ class Evaluator:
         try:
             with torch.inference_mode(), self._autocast():
                 for a, b in chunks:
-                    images = _lazy(lambda: model_input(self.calib.images[a:b], self.dtype, self.channels_last))
+                    images = _lazy(lambda: self._input(self.calib, a, b))
                     for child in root.children.values():
                         if child.key in needs:
                             self._calibrate_node(child, (a, b), images, stats, pending, needs, ns)
@@ -346,7 +358,7 @@ class Evaluator:
             try:
                 with torch.inference_mode(), self._autocast():
                     for a, b in _chunks(len(self.val.labels), batch):
-                        images = _lazy(lambda: model_input(self.val.images[a:b], self.dtype, self.channels_last))
+                        images = _lazy(lambda: self._input(self.val, a, b))
                         for child in root.children.values():
                             self._validate_node(child, (a, b), images, stats_of, ns, scores)
                 return {leaf: s.result() for leaf, s in scores.items()}
@@ -422,23 +434,43 @@ def _lazy(fn):
 
 # ----------------------------------------------------------------------------- the plain reference
 
-@torch.no_grad()
 def evaluate_fresh(supernet, arch: Sequence[int], calib_set, val_set, eval_batch: int, *,
                    calib_batch: int = 0, precision: str = "auto", channels_last: bool = True) -> Result:
     """One candidate from scratch, no reuse: its standalone subnet, `recalibrate_bn`, then accuracy.
 
-    The definition the Evaluator must reproduce; tests compare the two.
+    The definition the Evaluator must reproduce; tests compare the two. Spaces without a chain of
+    layers (`prefix_statistics` False) are evaluated this very way, one candidate at a time.
     """
     device = next(supernet.parameters()).device
     dtype = resolve_dtype(precision, device)
+    net = recalibrated_subnet(supernet, arch, calib_set, calib_batch or eval_batch, dtype, channels_last)
+    return score_network(net, val_set, eval_batch, dtype, channels_last)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+@torch.no_grad()
+def recalibrated_subnet(supernet, arch: Sequence[int], calib_set, calib_batch: int, dtype: torch.dtype,
+                        channels_last: bool) -> nn.Module:
+    """The standalone subnet of `arch`, exactly recalibrated (`recalibrate_bn`) over `calib_set`, in eval mode."""
+    device = next(supernet.parameters()).device
     net = supernet.subnet(arch)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    calib_batch = calib_batch or eval_batch
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+    with _autocast(device, dtype):
         recalibrate_bn(net, (model_input(calib_set.images[a:b], dtype, channels_last)
                              for a, b in _chunks(len(calib_set.labels), calib_batch)))
-        score = _Score()
+    return net
+
+
+@torch.no_grad()
+def score_network(net: nn.Module, val_set, eval_batch: int, dtype: torch.dtype, channels_last: bool) -> Result:
+    """Top-1, top-5 and mean cross-entropy of `net` (eval mode) on `val_set`."""
+    device = next(net.parameters()).device
+    score = _Score()
+    with _autocast(device, dtype):
         for a, b in _chunks(len(val_set.labels), eval_batch):
             score.add(net(model_input(val_set.images[a:b], dtype, channels_last)), val_set.labels[a:b])
     return score.result()

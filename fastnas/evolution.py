@@ -2,7 +2,7 @@
 
 Works over any space object with `sample(rng)`, `mutate(arch, rng, prob)`, `crossover(a, b, rng, mode)`,
 `validate(arch)` and `num_choices` (an (L,) array); MACs/params constraints also need
-`cost(arch)` and `cost_table()` (fastnas.space.SearchSpace has all of them).
+`cost(arch)` and `cost_table()` (every `fastnas.spaces.Space` has all of them).
 
 One generation:
   1. the selector draws 2 x children parents from the population (fastnas.selection);

@@ -5,7 +5,7 @@
 
 DIR receives
   model.pt    torch.save({"format", "space": SpaceConfig as a dict, "arch": "k3e6-...", "state_dict"})
-              - everything `SubNet(space_cfg, arch)` needs, no supernet: `load_exported(DIR)` rebuilds it;
+              - everything `space.subnet(arch)` needs, no supernet: `load_exported(DIR)` rebuilds it;
   model.onnx  opset 17, input "images" (N, 3, R, R) float32 normalised with ImageNet mean/std,
               output "logits" (N, num_classes); the batch axis is dynamic;
   model.json  the same config in plain text plus MACs, params and the input convention.
@@ -29,8 +29,7 @@ import torch
 from fastnas.checkpoint import load_supernet
 from fastnas.config import SpaceConfig, section_from_dict
 from fastnas.errors import UserError, cli_entry
-from fastnas.space import ArchError, SearchSpace
-from fastnas.supernet import SubNet, SuperNet
+from fastnas.spaces import ArchError, Space, build_space
 
 FORMAT = "fastnas-export/1"
 OPSET = 17
@@ -44,7 +43,7 @@ class ExportError(UserError):
 
 # ----------------------------------------------------------------------------- inputs
 
-def read_arch(arch: str, space: SearchSpace) -> tuple[int, ...]:
+def read_arch(arch: str, space: Space) -> tuple[int, ...]:
     """`arch` is a best.json-like file holding {"arch": "k3e6-..." or [ints]}, or a literal arch string."""
     looks_like_file = arch.endswith(".json") or os.sep in arch or Path(arch).is_file()
     if looks_like_file:
@@ -69,9 +68,9 @@ def read_arch(arch: str, space: SearchSpace) -> tuple[int, ...]:
 
 # ----------------------------------------------------------------------------- export
 
-def export(supernet: SuperNet, arch: Sequence[int], out_dir: str | Path, *, onnx: bool = True,
-           net: SubNet | None = None) -> SubNet:
-    """Write model.pt, model.json and (with `onnx`) model.onnx for `arch` into `out_dir`; return the SubNet.
+def export(supernet: torch.nn.Module, arch: Sequence[int], out_dir: str | Path, *, onnx: bool = True,
+           net: torch.nn.Module | None = None) -> torch.nn.Module:
+    """Write model.pt, model.json and (with `onnx`) model.onnx for `arch` into `out_dir`; return the standalone network.
 
     `net` is the subnet to write (e.g. `Evaluator.recalibrated_subnet(arch)`, whose BN statistics are the
     ones the search scored); default: `supernet.subnet(arch)` with the supernet's running statistics.
@@ -116,7 +115,7 @@ def export_onnx(net: torch.nn.Module, resolution: int, path: Path, opset: int = 
     os.replace(tmp, path)
 
 
-def load_exported(out_dir: str | Path, device: str | torch.device = "cpu") -> SubNet:
+def load_exported(out_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild the exported network from DIR/model.pt alone (no supernet); eval mode."""
     path = Path(out_dir) / MODEL_FILE
     if not path.is_file():
@@ -126,7 +125,8 @@ def load_exported(out_dir: str | Path, device: str | torch.device = "cpu") -> Su
         if state.get("format") != FORMAT:
             raise ExportError(f"{path}: not a fastnas exported model (format {state.get('format')!r})")
         space_cfg = section_from_dict(SpaceConfig, state["space"], "space")
-        net = SubNet(space_cfg, SearchSpace(space_cfg).from_string(state["arch"]))
+        space = build_space(space_cfg)
+        net = space.subnet(space.from_string(state["arch"]))
         net.load_state_dict(state["state_dict"])
     except UserError:
         raise

@@ -39,8 +39,8 @@ import torch
 
 from fastnas.config import SpaceConfig, load_config, section_from_dict
 from fastnas.errors import UserError, cli_entry
-from fastnas.space import SearchSpace
-from fastnas.supernet import SuperNet
+from fastnas.spaces.mbconv import MBConvSpace
+from fastnas.spaces.mbconv_net import SuperNet
 
 FORMAT = "fastnas-latency/1"
 # Space fields that do not change what runs at inference (dropout is the identity in eval mode).
@@ -53,11 +53,18 @@ class LatencyTableError(UserError):
 
 # ----------------------------------------------------------------------------- the table
 
+def _mbconv_space(space_cfg: SpaceConfig) -> MBConvSpace:
+    """Latency tables time MBConv blocks one layer at a time; other spaces have no such table yet."""
+    if space_cfg.type != "mbconv":
+        raise UserError(f"latency tables are built for space.type=mbconv only, not {space_cfg.type!r}")
+    return MBConvSpace(space_cfg)
+
+
 class LatencyTable:
     """ms[L, C] per (layer, choice) (inf where a layer does not offer that choice) plus fixed_ms."""
 
     def __init__(self, space_cfg: SpaceConfig, ms: np.ndarray, fixed_ms: float, meta: dict | None = None):
-        self.space = SearchSpace(space_cfg)
+        self.space = _mbconv_space(space_cfg)
         self.ms = np.asarray(ms, dtype=np.float64)
         self.fixed_ms = float(fixed_ms)
         self.meta = dict(meta or {})
@@ -118,7 +125,7 @@ class LatencyTable:
             raise LatencyTableError(f"{where}: not a fastnas latency table (expected format {FORMAT!r})")
         try:
             space_cfg = section_from_dict(SpaceConfig, data["space"], "space")
-            space = SearchSpace(space_cfg)
+            space = _mbconv_space(space_cfg)
             ms = np.full((len(space), space.max_choices), np.inf)
             if len(data["layers"]) != len(space):
                 raise LatencyTableError(f"{where}: {len(data['layers'])} layers, its space has {len(space)}")
@@ -230,7 +237,7 @@ class BlockMeter:
                  precision: str = "auto", channels_last: bool = True, method: str = "in_context", seed: int = 0):
         if method not in ("in_context", "isolated"):
             raise UserError(f"--method {method!r}: allowed in_context, isolated")
-        self.space = SearchSpace(space_cfg)
+        self.space = _mbconv_space(space_cfg)
         self.device, self.batch_size, self.channels_last, self.method = device, batch_size, channels_last, method
         self.dtype = resolve_precision(precision, device)
         self.timer = Timer(device)

@@ -22,8 +22,7 @@ from fastnas import dist
 from fastnas.checkpoint import load_checkpoint, load_supernet
 from fastnas.config import config_from_dict, load_config
 from fastnas.errors import UserError, cli_entry
-from fastnas.space import ArchError, SearchSpace
-from fastnas.supernet import SubNet
+from fastnas.spaces import ArchError, build_space
 from fastnas.train import fit
 
 
@@ -45,7 +44,7 @@ def main(argv=None) -> int:
     if args.init == "inherited" and args.config is None:     # the space the supernet was trained on
         saved = config_from_dict(load_checkpoint(supernet_path)["config"])
         cfg = dataclasses.replace(cfg, space=saved.space, data=saved.data)
-    space = SearchSpace(cfg.space)
+    space = build_space(cfg.space)
     arch = space.parse(read_arch(args.arch))
     run_dir = args.run_dir or str(Path(cfg.train.run_dir).parent / "retrain")
 
@@ -60,7 +59,7 @@ def main(argv=None) -> int:
             del supernet
         else:
             torch.manual_seed(cfg.train.seed)
-            model = SubNet(cfg.space, arch)
+            model = space.subnet(arch)
         dist.print0(f"retraining {space.to_string(arch)} ({space.cost(arch).macs / 1e6:.1f}M MACs, "
                     f"init {args.init})")
         fit(cfg, env, model, lambda step: [None], resume=args.resume, run_dir=run_dir,

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from fastnas.config import ConfigError, TrainConfig
-from fastnas.space import Arch, SearchSpace
+from fastnas.spaces import Arch, Space
 
 MAX_RESAMPLES = 10_000
 
@@ -25,7 +25,7 @@ MAX_RESAMPLES = 10_000
 class UniformSampler:
     kind = "uniform"
 
-    def __init__(self, space: SearchSpace, seed: int, macs_range: Sequence[float] = ()):
+    def __init__(self, space: Space, seed: int, macs_range: Sequence[float] = ()):
         self.space = space
         self.seed = seed
         self.macs_range = tuple(macs_range)
@@ -79,7 +79,7 @@ class FairSampler(UniformSampler):
         return [tuple(int(col[i]) for col in columns) for i in range(C)]
 
 
-def build_sampler(space: SearchSpace, cfg: TrainConfig) -> UniformSampler:
+def build_sampler(space: Space, cfg: TrainConfig) -> UniformSampler:
     if cfg.sampler == "fair":
         if cfg.macs_range:
             raise ConfigError("train.macs_range works with train.sampler=uniform only "

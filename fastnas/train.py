@@ -42,8 +42,7 @@ from fastnas.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
 from fastnas.config import Config, ConfigError, TrainConfig, load_config
 from fastnas.errors import UserError, cli_entry
 from fastnas.sampling import build_sampler
-from fastnas.space import SearchSpace
-from fastnas.supernet import SuperNet
+from fastnas.spaces import build_supernet
 from fastnas.telemetry import Telemetry
 
 REFERENCE_BATCH = 1024          # train.lr is the learning rate for this global batch; scaled linearly
@@ -66,7 +65,7 @@ def main(argv=None) -> int:
     env = dist.init_distributed()
     try:
         torch.manual_seed(cfg.train.seed)                   # identical initial weights on every rank
-        model = SuperNet(SearchSpace(cfg.space))
+        model = build_supernet(cfg.space)
         sampler = build_sampler(model.space, cfg.train)
         fit(cfg, env, model, sampler.paths, resume=args.resume, extra_state={"sampler": sampler.state_dict()})
     finally:

@@ -14,7 +14,7 @@ import torch
 from fastnas.checkpoint import (CheckpointError, load_checkpoint, load_latest, load_supernet, previous_path,
                                 save_checkpoint)
 from fastnas.config import load_config
-from fastnas.supernet import SuperNet
+from fastnas.spaces.mbconv_net import SuperNet
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable

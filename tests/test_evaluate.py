@@ -21,7 +21,7 @@ from fastnas.config import DataConfig, SpaceConfig
 from fastnas.data import build_eval_set
 from fastnas.errors import UserError
 from fastnas.evaluate import Evaluator, Result, evaluate_fresh, model_input
-from fastnas.supernet import SuperNet
+from fastnas.spaces.mbconv_net import SuperNet
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = dict(resolution=32, num_classes=10, stem_channels=8, first_channels=8, channels=[8, 16, 16],

@@ -16,13 +16,13 @@ import pytest
 from fastnas.config import SpaceConfig
 from fastnas.evolution import Constraints, ConstraintError, Evolution, StateError, TableLatency
 from fastnas.selection import make_selector
-from fastnas.space import SearchSpace
+from fastnas.spaces.mbconv import MBConvSpace
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def small_space() -> SearchSpace:
-    return SearchSpace(SpaceConfig(resolution=64, num_classes=10, depths=[2, 2, 2, 2, 2, 1]))
+def small_space() -> MBConvSpace:
+    return MBConvSpace(SpaceConfig(resolution=64, num_classes=10, depths=[2, 2, 2, 2, 2, 1]))
 
 
 def fitness_fn(space):
@@ -166,9 +166,9 @@ SCRIPT = textwrap.dedent("""
     from fastnas.config import SpaceConfig
     from fastnas.evolution import Evolution
     from fastnas.selection import make_selector
-    from fastnas.space import SearchSpace
+    from fastnas.spaces.mbconv import MBConvSpace
 
-    space = SearchSpace(SpaceConfig(resolution=64, num_classes=10, depths=[2, 2, 2, 2, 2, 1]))
+    space = MBConvSpace(SpaceConfig(resolution=64, num_classes=10, depths=[2, 2, 2, 2, 2, 1]))
     w = np.random.default_rng(123).normal(size=(len(space), space.max_choices))
     def evaluate(archs):
         time.sleep(float(sys.argv[2]))

@@ -15,8 +15,8 @@ from helpers import randomize_bn
 
 from fastnas.config import Config, SpaceConfig
 from fastnas.export import OPSET, load_exported, main
-from fastnas.space import SearchSpace
-from fastnas.supernet import SuperNet
+from fastnas.spaces.mbconv import MBConvSpace
+from fastnas.spaces.mbconv_net import SuperNet
 
 RES = 32
 ATOL = RTOL = 1e-4

@@ -8,7 +8,7 @@ import torch
 
 from fastnas.config import SpaceConfig
 from fastnas.latency import LatencyTable, LatencyTableError, build_table, main
-from fastnas.space import SearchSpace
+from fastnas.spaces.mbconv import MBConvSpace
 
 SPACE = SpaceConfig(resolution=32, num_classes=10, depths=[2, 2, 2, 1, 2, 1])
 
@@ -20,7 +20,7 @@ def table(request):
 
 
 def test_structure(table):
-    space = SearchSpace(SPACE)
+    space = MBConvSpace(SPACE)
     assert table.ms.shape == (len(space), space.max_choices)
     for layer in space.layers:
         offered = table.ms[layer.index, :len(layer.choices)]
@@ -34,7 +34,7 @@ def test_structure(table):
 
 
 def test_predict_is_the_sum_of_parts(table):
-    space = SearchSpace(SPACE)
+    space = MBConvSpace(SPACE)
     data = table.to_dict()
     rng = np.random.default_rng(0)
     archs = [space.sample(rng) for _ in range(8)]

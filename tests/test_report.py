@@ -2,7 +2,7 @@ import numpy as np
 
 from fastnas.config import SpaceConfig
 from fastnas.report import draw_architecture, pareto_front, plot_pareto
-from fastnas.space import SearchSpace
+from fastnas.spaces.mbconv import MBConvSpace
 
 
 def test_pareto_front_is_the_non_dominated_set():
@@ -15,7 +15,7 @@ def test_pareto_front_is_the_non_dominated_set():
 
 
 def test_pictures_are_written(tmp_path):
-    space = SearchSpace(SpaceConfig())
+    space = MBConvSpace(SpaceConfig())
     arch = space.sample(np.random.default_rng(0))
     draw_architecture(space, arch, tmp_path / "arch.png")
     plot_pareto([3e8, 2e8, 4e8], [70.0, 65.0, 72.0], tmp_path / "pareto.png", best=2)

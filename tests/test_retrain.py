@@ -11,8 +11,8 @@ import torch
 
 from fastnas.checkpoint import load_checkpoint, save_checkpoint
 from fastnas.config import load_config
-from fastnas.space import SearchSpace
-from fastnas.supernet import SuperNet
+from fastnas.spaces.mbconv import MBConvSpace
+from fastnas.spaces.mbconv_net import SuperNet
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -32,7 +32,7 @@ def _retrain(out_dir, arch_file, *extra, init="scratch"):
 @pytest.fixture
 def arch_file(tmp_path):
     cfg = load_config(None, SPACE)
-    space = SearchSpace(cfg.space)
+    space = MBConvSpace(cfg.space)
     arch = tuple(1 for _ in space.layers)
     torch.manual_seed(1)
     save_checkpoint(tmp_path / "super.pt", {"model": SuperNet(space).state_dict(), "config": cfg.to_dict(), "step": 0})

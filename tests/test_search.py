@@ -9,7 +9,7 @@ import torch
 
 from fastnas.checkpoint import save_checkpoint
 from fastnas.config import load_config
-from fastnas.supernet import SuperNet
+from fastnas.spaces.mbconv_net import SuperNet
 
 TINY = ["space.resolution=32", "space.num_classes=10", "data.calib_images=40", "data.val_images=20",
         "search.population=6", "search.generations=2", "search.elites=1", "data.backend=torchvision"]

@@ -8,8 +8,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastnas.config import SpaceConfig, load_config
-from fastnas.space import ArchError, SearchSpace
-from fastnas.supernet import SuperNet
+from fastnas.spaces import ArchError
+from fastnas.spaces.mbconv import MBConvSpace
+from fastnas.spaces.mbconv_net import SuperNet
 
 
 
@@ -27,7 +28,7 @@ def counted(net, res):
 
 
 def test_default_space_shape():
-    space = SearchSpace(SpaceConfig())
+    space = MBConvSpace(SpaceConfig())
     assert len(space) == 21
     assert space.max_choices == 7
     # a stage's first layer changes channels or stride: no skip there
@@ -38,7 +39,7 @@ def test_default_space_shape():
 
 def test_mobilenetv2_counts_match_torchvision():
     import torchvision
-    space = SearchSpace(_space_from_file("mobilenetv2"))
+    space = MBConvSpace(_space_from_file("mobilenetv2"))
     cost = space.cost(space.from_string("uniform:k3e6"))
     tv = torchvision.models.mobilenet_v2()
     assert cost.params == 3_504_872 == sum(p.numel() for p in tv.parameters())
@@ -48,7 +49,7 @@ def test_mobilenetv2_counts_match_torchvision():
 
 @pytest.mark.parametrize("res,classes", [(224, 1000), (160, 10), (97, 7)])
 def test_cost_equals_counted_on_random_subnets(res, classes):
-    space = SearchSpace(SpaceConfig(resolution=res, num_classes=classes))
+    space = MBConvSpace(SpaceConfig(resolution=res, num_classes=classes))
     net = SuperNet(space).eval()
     rng = np.random.default_rng(res)
     for _ in range(3):
@@ -58,7 +59,7 @@ def test_cost_equals_counted_on_random_subnets(res, classes):
 
 
 def test_string_round_trip_and_errors():
-    space = SearchSpace(SpaceConfig())
+    space = MBConvSpace(SpaceConfig())
     rng = np.random.default_rng(0)
     for _ in range(50):
         arch = space.sample(rng)
@@ -74,7 +75,7 @@ def test_string_round_trip_and_errors():
 
 
 def test_sample_mutate_crossover_are_seeded_and_valid():
-    space = SearchSpace(SpaceConfig())
+    space = MBConvSpace(SpaceConfig())
     a = space.sample(np.random.default_rng(1))
     assert a == space.sample(np.random.default_rng(1))
     b = space.sample(np.random.default_rng(2))

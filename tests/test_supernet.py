@@ -4,14 +4,14 @@ import torch
 from helpers import randomize_bn
 
 from fastnas.config import SpaceConfig
-from fastnas.space import SearchSpace
-from fastnas.supernet import SubNet, SuperNet
+from fastnas.spaces.mbconv import MBConvSpace
+from fastnas.spaces.mbconv_net import SubNet, SuperNet
 
 
 @pytest.fixture(scope="module")
 def net():
     torch.manual_seed(0)
-    space = SearchSpace(SpaceConfig(resolution=64, num_classes=10))
+    space = MBConvSpace(SpaceConfig(resolution=64, num_classes=10))
     net = randomize_bn(SuperNet(space))
     return net.eval()
 

@@ -12,8 +12,8 @@ import torch
 
 from fastnas.config import ConfigError, load_config
 from fastnas.sampling import FairSampler, UniformSampler, build_sampler
-from fastnas.space import SearchSpace
-from fastnas.supernet import SuperNet
+from fastnas.spaces.mbconv import MBConvSpace
+from fastnas.spaces.mbconv_net import SuperNet
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -36,7 +36,7 @@ def sub_env() -> dict:
 # ----------------------------------------------------------------------------- samplers
 
 def test_uniform_paths_depend_only_on_seed_and_step():
-    space = SearchSpace(load_config(None).space)
+    space = MBConvSpace(load_config(None).space)
     a, b = UniformSampler(space, seed=3), UniformSampler(space, seed=3)
     assert a.paths(17) == b.paths(17)
     assert a.paths(17) != a.paths(18)
@@ -44,7 +44,7 @@ def test_uniform_paths_depend_only_on_seed_and_step():
 
 
 def test_fair_sampler_trains_every_choice_of_every_layer_exactly_once():
-    space = SearchSpace(load_config(None).space)
+    space = MBConvSpace(load_config(None).space)
     paths = FairSampler(space, seed=0).paths(5)
     assert len(paths) == space.max_choices
     for i, n in enumerate(space.num_choices):
@@ -56,7 +56,7 @@ def test_fair_sampler_trains_every_choice_of_every_layer_exactly_once():
 
 
 def test_macs_range_sampling_stays_in_range_and_rejects_impossible_ranges():
-    space = SearchSpace(load_config(None).space)
+    space = MBConvSpace(load_config(None).space)
     costs = [space.cost(space.sample(np.random.default_rng(i))).macs for i in range(50)]
     low, high = np.percentile(costs, [30, 60])
     sampler = build_sampler(space, load_config(None, [f"train.macs_range=[{low},{high}]"]).train)
@@ -82,7 +82,7 @@ def test_off_path_weights_momentum_and_decay_untouched(tmp_path):
     from fastnas.train import build_optimizer, train_step
     cfg = load_config(REPO / "configs/quickstart.yaml", tiny(tmp_path))
     torch.manual_seed(0)
-    model = SuperNet(SearchSpace(cfg.space)).to(memory_format=torch.channels_last).train()
+    model = SuperNet(MBConvSpace(cfg.space)).to(memory_format=torch.channels_last).train()
     space = model.space
     opt = build_optimizer(model, cfg.train, lr=0.5, device=torch.device("cpu"))
     crit = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
@@ -133,7 +133,7 @@ def test_two_process_torchrun_equals_one_process_with_both_batches(tmp_path, gra
         torch.set_num_threads(threads)
     worst = max((trained[n] - p.detach()).abs().max().item() for n, p in model.named_parameters())
     assert worst <= 1e-6, worst
-    moved = max((trained[n] - p).abs().max().item() for n, p in SuperNet(SearchSpace(cfg.space)).named_parameters())
+    moved = max((trained[n] - p).abs().max().item() for n, p in SuperNet(MBConvSpace(cfg.space)).named_parameters())
     assert moved > 1e-3                      # the comparison is not vacuous
 
 
@@ -141,7 +141,7 @@ def _reference_run(cfg, k: int) -> SuperNet:
     """One process, each step on rank 0's and rank 1's batches as two micro-batches, the same paths."""
     from fastnas.train import build_optimizer, build_scheduler, train_step, REFERENCE_BATCH
     torch.manual_seed(cfg.train.seed)
-    model = SuperNet(SearchSpace(cfg.space)).to(memory_format=torch.channels_last).train()
+    model = SuperNet(MBConvSpace(cfg.space)).to(memory_format=torch.channels_last).train()
     opt = build_optimizer(model, cfg.train, cfg.train.lr * 2 * cfg.train.batch_size / REFERENCE_BATCH,
                           torch.device("cpu"))
     loaders = [_loader(cfg, rank=r, world_size=2) for r in (0, 1)]
@@ -161,7 +161,7 @@ def test_non_finite_loss_skips_the_step_and_backs_off_the_fp16_scale(tmp_path):
     from fastnas.train import build_optimizer, train_step
     cfg = load_config(REPO / "configs/quickstart.yaml", tiny(tmp_path))
     torch.manual_seed(0)
-    model = SuperNet(SearchSpace(cfg.space)).to(memory_format=torch.channels_last).train()
+    model = SuperNet(MBConvSpace(cfg.space)).to(memory_format=torch.channels_last).train()
     opt = build_optimizer(model, cfg.train, lr=0.5, device=torch.device("cpu"))
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     images = torch.randn(4, 3, 32, 32).to(memory_format=torch.channels_last)
