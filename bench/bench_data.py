@@ -1,13 +1,16 @@
-"""Training-loader throughput: DALI (CPU or GPU) vs fastnas's torchvision backend vs the textbook recipe.
+"""Training-loader throughput: fastnas's backends (DALI CPU or GPU, torchvision, memory) vs the textbook recipe.
 
-Same JPEG folder, same output for all: 224 random-resized-crop, flip, normalised float32
-NCHW batches of 128 (channels-last for the fastnas loaders), int64 labels. Each loader uses
+Same JPEG folder, same output for all, per `--dataset`:
+  imagenette: 224 random-resized-crop, flip, ImageNet-normalised, batches of 128;
+  cifar:      32x32 CIFAR-10, 4-px pad-crop, flip, CIFAR-normalised, batches of 256; also
+              the memory backend (decoded once; its decode time is reported as build_s).
+Float32 NCHW batches (channels-last for the fastnas loaders), int64 labels. Each loader uses
 every core (DALI threads / DataLoader workers = cores). Rounds alternate the loaders (order
 rotated each round) so drift and other processes hit all alike; each round starts a fresh
 epoch iterator and times `batches` batches after `warmup` batches. Reported: per-loader
-median images/s and the median of the per-round ratios.
+median images/s and, for each pair, the median of the per-round ratios.
 
-    python bench/bench_data.py [--quick] [--json out.json] [--path DIR]
+    python bench/bench_data.py [--dataset cifar] [--quick] [--json out.json] [--path DIR]
 """
 from __future__ import annotations
 
@@ -26,23 +29,40 @@ sys.path.insert(0, str(REPO))
 
 from fastnas.config import DataConfig  # noqa: E402
 from fastnas.data import build_train_loader, scan_split  # noqa: E402
+from fastnas.data.loader import NORMALIZATION  # noqa: E402
 
 
-def default_path() -> Path:
-    shared = REPO.parent / "shared" / "data" / "imagenette"
-    return shared if shared.is_dir() else REPO / "data" / "imagenette-sample"
+# Per dataset: path under ../shared/data, fallback, resolution, batch size, timed batches, fastnas data settings.
+DATASETS = {
+    "imagenette": dict(shared="imagenette", fallback=REPO / "data" / "imagenette-sample", resolution=224,
+                       batch_size=128, batches=12, augment="random_resized_crop", normalization="imagenet",
+                       backends=["dali", "torchvision"]),
+    "cifar": dict(shared="cifar10", fallback=None, resolution=32, batch_size=256, batches=40, augment="pad_crop",
+                  normalization="cifar", backends=["memory", "dali", "torchvision"]),
+}
 
 
-def textbook_loader(path: Path, batch_size: int, resolution: int, workers: int):
-    """The per-sample torchvision recipe: decode -> v2 RandomResizedCrop, flip, ToDtype, Normalize."""
+def default_path(dataset: str) -> Path:
+    spec = DATASETS[dataset]
+    shared = REPO.parent / "shared" / "data" / spec["shared"]
+    if shared.is_dir() or spec["fallback"] is None:
+        return shared
+    return spec["fallback"]
+
+
+def textbook_loader(path: Path, batch_size: int, resolution: int, workers: int, normalization: str, augment: str):
+    """The per-sample torchvision recipe: decode -> v2 RandomResizedCrop (or CIFAR's RandomCrop with
+    padding 4), flip, ToDtype, Normalize."""
     from torch.utils.data import DataLoader, Dataset
     from torchvision.io import ImageReadMode, decode_image, read_file
     from torchvision.transforms import v2
 
     scan = scan_split(path, "train")
-    transform = v2.Compose([v2.RandomResizedCrop(resolution, antialias=True), v2.RandomHorizontalFlip(),
-                            v2.ToDtype(torch.float32, scale=True),
-                            v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    mean, std = ([m / 255 for m in v] for v in NORMALIZATION[normalization])
+    crop = v2.RandomCrop(resolution, padding=4) if augment == "pad_crop" else \
+        v2.RandomResizedCrop(resolution, antialias=True)
+    transform = v2.Compose([crop, v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
+                            v2.Normalize(mean, std)])
 
     class Folder(Dataset):
         def __len__(self):
@@ -92,18 +112,24 @@ def time_loader(loader, warmup: int, batches: int, epoch: int) -> tuple[float, f
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--path", type=Path, default=default_path())
-    ap.add_argument("--quick", action="store_true", help="2 rounds of 4 batches (< 1 minute)")
+    ap.add_argument("--dataset", choices=list(DATASETS), default="imagenette")
+    ap.add_argument("--path", type=Path, help="default: ../shared/data/<dataset> (imagenette: else the sample)")
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 3 batches (< 1 minute)")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--batches", type=int, default=12)
+    ap.add_argument("--batches", type=int, help="timed batches per round (default: 12 imagenette, 40 cifar)")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--resolution", type=int, default=224)
+    ap.add_argument("--batch-size", type=int, help="default: 128 imagenette, 256 cifar")
+    ap.add_argument("--resolution", type=int, help="default: 224 imagenette, 32 cifar")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="threads / workers per loader")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--dali-torch-resize", action="store_true",
                     help="also time DALI with torch resizing its crops (CPU alternative)")
     args = ap.parse_args(argv)
+    spec = DATASETS[args.dataset]
+    args.path = args.path or default_path(args.dataset)
+    args.batches = args.batches or spec["batches"]
+    args.batch_size = args.batch_size or spec["batch_size"]
+    args.resolution = args.resolution or spec["resolution"]
     if args.quick:
         args.rounds, args.batches, args.warmup = 2, 3, 1
     torch.set_num_threads(args.workers)
@@ -111,13 +137,21 @@ def main(argv=None) -> int:
     dali_name = "dali_gpu" if device.type == "cuda" else "dali_cpu"
 
     def fastnas(backend):
-        cfg = DataConfig(path=str(args.path), backend=backend, workers=args.workers)
+        cfg = DataConfig(path=str(args.path), backend=backend, workers=args.workers, augment=spec["augment"],
+                         normalization=spec["normalization"])
         return build_train_loader(cfg, batch_size=args.batch_size, resolution=args.resolution, device=device)
 
-    loaders = {"dali": fastnas("dali"), "torchvision": fastnas("torchvision"),
-               "torchvision_standard": textbook_loader(args.path, args.batch_size, args.resolution, args.workers)}
+    loaders, build_s = {}, {}
+    builders = {b: (lambda b=b: fastnas(b)) for b in spec["backends"]}
+    builders["torchvision_standard"] = lambda: textbook_loader(args.path, args.batch_size, args.resolution,
+                                                               args.workers, spec["normalization"], spec["augment"])
     if args.dali_torch_resize:                # the tuning's alternative: DALI decodes the crop, torch resizes
-        loaders["dali_resize_in_torch"] = fastnas("dali")
+        builders["dali_resize_in_torch"] = lambda: fastnas("dali")
+    for name, build in builders.items():
+        start = time.perf_counter()
+        loaders[name] = build()
+        build_s[name] = time.perf_counter() - start
+    if args.dali_torch_resize:
         loaders["dali_resize_in_torch"].make_batches.resize_in_torch = True
     names = list(loaders)
     per_round: dict[str, list[float]] = {n: [] for n in names}
@@ -130,29 +164,25 @@ def main(argv=None) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize()
     med = {n: statistics.median(v) for n, v in per_round.items()}
-    ratio = {other: statistics.median(a / b for a, b in zip(per_round["dali"], per_round[other]))
-             for other in ("torchvision", "torchvision_standard")}
+    ratios = {f"ratio_{a}_over_{b}": statistics.median(x / y for x, y in zip(per_round[a], per_round[b]))
+              for i, a in enumerate(names) for b in names[i + 1:]}
     result = {
-        "dali_img_s": med["dali"], "torchvision_img_s": med["torchvision"],
-        "torchvision_standard_img_s": med["torchvision_standard"],
-        "ratio_dali_over_torchvision": ratio["torchvision"],
-        "ratio_dali_over_torchvision_standard": ratio["torchvision_standard"],
-        "ratio_torchvision_over_torchvision_standard": statistics.median(
-            a / b for a, b in zip(per_round["torchvision"], per_round["torchvision_standard"])),
+        **{f"{n}_img_s": v for n, v in med.items()}, **ratios,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"{os.cpu_count()}-core CPU",
-        "dali_mode": dali_name, "path": str(args.path), "batch_size": args.batch_size,
+        "dataset": args.dataset, "dali_mode": dali_name, "path": str(args.path), "batch_size": args.batch_size,
         "resolution": args.resolution, "workers": args.workers, "rounds": args.rounds, "batches": args.batches,
         "warmup": args.warmup, "per_round_img_s": per_round,
         "cpu_ms_per_img": {n: statistics.median(v) for n, v in cpu_ms.items()},
-        "img_s": med,
+        "build_s": build_s, "img_s": med,
         "load_average": os.getloadavg()[0],
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
-    print(f"bench_data: {dali_name} {med['dali']:.0f} img/s, torchvision(fastnas) {med['torchvision']:.0f}, "
-          f"torchvision(textbook) {med['torchvision_standard']:.0f}; DALI/fastnas-tv {ratio['torchvision']:.2f}x, "
-          f"DALI/textbook {ratio['torchvision_standard']:.2f}x; CPU ms/img "
-          + ", ".join(f"{n} {v:.2f}" for n, v in result["cpu_ms_per_img"].items())
+    label = {"dali": dali_name, "torchvision": "torchvision(fastnas)", "torchvision_standard": "torchvision(textbook)"}
+    print(f"bench_data {args.dataset}: " + ", ".join(f"{label.get(n, n)} {med[n]:.0f}" for n in names) + " img/s; "
+          + ", ".join(f"{k[6:].replace('_over_', '/')} {v:.2f}x" for k, v in ratios.items())
+          + "; CPU ms/img " + ", ".join(f"{n} {v:.3f}" for n, v in result["cpu_ms_per_img"].items())
+          + "; build s " + ", ".join(f"{n} {v:.1f}" for n, v in build_s.items())
           + f" ({result['device']}, load {result['load_average']:.1f})")
     return 0
 

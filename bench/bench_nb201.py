@@ -27,79 +27,21 @@ sys.path.insert(0, str(REPO))
 
 from fastnas.errors import UserError, cli_entry  # noqa: E402
 from fastnas.evolution import Evolution  # noqa: E402
+from fastnas.groundtruth import NB201_TABLE, GroundTruth  # noqa: E402
 from fastnas.selection import make_selector  # noqa: E402
 
-OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = 6
-DEFAULT_CSV = REPO.parent / "shared" / "data" / "nasbench201" / "nb201_cifar10.csv"
+
+def nb201_space():
+    from fastnas.config import SpaceConfig
+    from fastnas.spaces import build_space
+    return build_space(SpaceConfig(type="nb201", resolution=32, num_classes=10))
 
 
-class NB201Space:
-    """The NAS-Bench-201 cell as a search space: 6 positions (edges) x 5 operations."""
-
-    num_choices = np.full(EDGES, len(OPS), dtype=np.int64)
-
-    def __len__(self):
-        return EDGES
-
-    def validate(self, arch):
-        arch = tuple(int(c) for c in arch)
-        if len(arch) != EDGES or not all(0 <= c < len(OPS) for c in arch):
-            raise ValueError(f"not an NB201 cell: {arch}")
-        return arch
-
-    def sample(self, rng):
-        return tuple(int(c) for c in rng.integers(len(OPS), size=EDGES))
-
-    def mutate(self, arch, rng, prob=1 / EDGES):
-        out = list(arch)
-        for i in range(EDGES):
-            if rng.random() < prob:
-                c = int(rng.integers(len(OPS) - 1))
-                out[i] = c + (c >= out[i])
-        return tuple(out)
-
-    def crossover(self, a, b, rng, mode="uniform"):
-        if mode == "uniform":
-            take = rng.random(EDGES) < 0.5
-            return tuple(x if t else y for x, y, t in zip(a, b, take))
-        cut = int(rng.integers(1, EDGES))
-        return tuple(a[:cut]) + tuple(b[cut:])
-
-    @staticmethod
-    def index(archs) -> np.ndarray:
-        """Row of the table of each architecture: sum_i c_i 5^i."""
-        return np.asarray(archs, dtype=np.int64) @ (len(OPS) ** np.arange(EDGES))
-
-    def to_string(self, arch):
-        ops = [OPS[c] for c in arch]
-        return f"|{ops[0]}~0|+|{ops[1]}~0|{ops[2]}~1|+|{ops[3]}~0|{ops[4]}~1|{ops[5]}~2|"
-
-
-def parse_cell(text: str) -> tuple[int, ...]:
-    ops = [tok.split("~")[0] for node in text.strip().split("+") for tok in node.strip("|").split("|")]
-    if len(ops) != EDGES or any(o not in OPS for o in ops):
-        raise UserError(f"not an NB201 cell string: {text!r}")
-    return tuple(OPS.index(o) for o in ops)
-
-
-def load_table(path: Path, fitness_col: str, report_col: str) -> tuple[np.ndarray, np.ndarray]:
-    """(fitness, report) indexed by NB201Space.index(arch)."""
-    if not path.is_file():
-        raise UserError(f"NB201 table not found: {path}")
-    n = len(OPS) ** EDGES
-    fitness, report = np.full(n, np.nan), np.full(n, np.nan)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        for col in (fitness_col, report_col, "arch_str"):
-            if col not in (reader.fieldnames or []):
-                raise UserError(f"{path}: no column {col!r} (columns: {', '.join(reader.fieldnames or [])})")
-        for row in reader:
-            i = NB201Space.index([parse_cell(row["arch_str"])])[0]
-            fitness[i], report[i] = float(row[fitness_col]), float(row[report_col])
-    if np.isnan(fitness).any():
-        raise UserError(f"{path}: {int(np.isnan(fitness).sum())} of {n} cells missing")
-    return fitness, report
+def load_table(space, path: Path, fitness_col: str, report_col: str) -> tuple[GroundTruth, np.ndarray, np.ndarray]:
+    """The table and its (fitness, report) columns, indexed by `truth.rows(archs)`."""
+    truth = GroundTruth.load(space, path, columns=list(dict.fromkeys((fitness_col, report_col))))
+    return truth, truth.columns[fitness_col], truth.columns[report_col]
 
 
 def expected_best_of(fitness: np.ndarray, report: np.ndarray, budget: int) -> float:
@@ -139,10 +81,10 @@ def ga_selectors(args) -> dict:
     }
 
 
-def run_search(name, make, space, fitness, seed, budget, args) -> np.ndarray:
+def run_search(name, make, space, truth, fitness, seed, budget, args) -> np.ndarray:
     """Rows of the table queried by one search, in query order."""
     def evaluate(archs):
-        return fitness[NB201Space.index(archs)].tolist()
+        return fitness[truth.rows(archs)].tolist()
 
     if name == "rea":
         evo = Evolution(space, evaluate, make_selector("rea", sample_size=3), population=10, children=1, elites=0,
@@ -153,7 +95,7 @@ def run_search(name, make, space, fitness, seed, budget, args) -> np.ndarray:
                         mutation=args.mutation, mutation_prob=args.mutation_prob, crossover=args.crossover,
                         crossover_prob=args.crossover_prob, max_evaluations=budget, generations=10 ** 9, seed=seed)
     result = evo.run()
-    return NB201Space.index([c.arch for c in result.history])
+    return truth.rows([c.arch for c in result.history])
 
 
 def best_report(rows: np.ndarray, fitness, report, budgets) -> list[float]:
@@ -174,7 +116,7 @@ def welch(a, b) -> tuple[float, float]:
 @cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--csv", default=str(DEFAULT_CSV))
+    p.add_argument("--csv", default=str(NB201_TABLE))
     p.add_argument("--fitness-column", default="cifar10valid_valid")
     p.add_argument("--report-column", default="cifar10_test")
     p.add_argument("--seeds", type=int, default=300)
@@ -200,10 +142,10 @@ def main(argv=None) -> int:
     if args.quick:
         args.seeds = 30
     budgets = [int(b) for b in args.budgets.split(",")]
-    if args.seeds < 2 or not budgets or min(budgets) < 1 or max(budgets) > len(OPS) ** EDGES:
-        raise UserError("--seeds must be >= 2 and --budgets positive integers <= 15625")
-    fitness, report = load_table(Path(args.csv), args.fitness_column, args.report_column)
-    space = NB201Space()
+    space = nb201_space()
+    if args.seeds < 2 or not budgets or min(budgets) < 1 or max(budgets) > space.size:
+        raise UserError(f"--seeds must be >= 2 and --budgets positive integers <= {space.size}")
+    truth, fitness, report = load_table(space, Path(args.csv), args.fitness_column, args.report_column)
     makers = ga_selectors(args)
     names = args.selectors.split(",")
     for name in names:
@@ -219,7 +161,7 @@ def main(argv=None) -> int:
             if name == "random":
                 q = np.random.default_rng(seed).choice(len(fitness), max(budgets), replace=False)
             else:
-                q = run_search(name, makers.get(name), space, fitness, seed, max(budgets), args)
+                q = run_search(name, makers.get(name), space, truth, fitness, seed, max(budgets), args)
             rows.append(best_report(q, fitness, report, budgets))
         scores[name] = np.array(rows)          # (seeds, budgets)
         seconds[name] = time.perf_counter() - t0

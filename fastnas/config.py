@@ -30,8 +30,14 @@ class ConfigError(UserError):
 
 @dataclass
 class SpaceConfig:
-    """The search space. Defaults: MobileNetV2/ProxylessNAS-style space for 224x224 ImageNet."""
+    """The search space. Defaults: MobileNetV2/ProxylessNAS-style space for 224x224 ImageNet.
 
+    `type` picks the space (fastnas.spaces): `mbconv` (the MBConv chain; the keys from stem_channels
+    to dropout) or `nb201` (the NAS-Bench-201 cell; cell_channels and cells_per_stage). resolution and
+    num_classes apply to both; a space ignores the other's keys.
+    """
+
+    type: Literal["mbconv", "nb201"] = "mbconv"
     resolution: int = 224
     num_classes: int = 1000
     stem_channels: int = 32                 # fixed 3x3 stride-2 conv
@@ -44,14 +50,20 @@ class SpaceConfig:
     allow_skip: bool = True                 # skip only where stride is 1 and channels do not change
     head_channels: int = 1280
     dropout: float = 0.2
+    cell_channels: int = 16                 # nb201: C, channels of the first stage (2C, 4C after)
+    cells_per_stage: int = 5                # nb201: N, cells in each of the three stages
 
     def validate(self, where: str) -> None:
+        _check(where + ".resolution", self.resolution >= 8, "an integer >= 8")
+        _check(where + ".num_classes", self.num_classes >= 1, "an integer >= 1")
+        if self.type == "nb201":
+            _check(where + ".cell_channels", self.cell_channels >= 1, "an integer >= 1")
+            _check(where + ".cells_per_stage", self.cells_per_stage >= 1, "an integer >= 1")
+            return
         n = len(self.channels)
         if not (len(self.depths) == len(self.strides) == n) or n == 0:
             raise ConfigError(f"{where}: channels, depths and strides must be non-empty lists of equal length "
                               f"(got {len(self.channels)}, {len(self.depths)}, {len(self.strides)})")
-        _check(where + ".resolution", self.resolution >= 8, "an integer >= 8")
-        _check(where + ".num_classes", self.num_classes >= 1, "an integer >= 1")
         _check(where + ".depths", all(d >= 1 for d in self.depths), "integers >= 1")
         _check(where + ".strides", all(s in (1, 2) for s in self.strides), "1 or 2")
         _check(where + ".channels", all(c >= 1 for c in self.channels), "integers >= 1")
@@ -69,10 +81,20 @@ class DataConfig:
     """Where images come from and how they are decoded."""
 
     path: str = "data/imagenette-sample"    # ImageNet folder layout: train/<wnid>/*.JPEG, val/<wnid>/*.JPEG
-    backend: Literal["auto", "dali", "torchvision", "synthetic"] = "auto"
+    backend: Literal["auto", "dali", "torchvision", "memory", "synthetic"] = "auto"   # memory: decoded once, on device
     workers: int = 2                        # DALI threads or DataLoader workers
     calib_images: int = 500                 # calibration set for BN recalibration (drawn from train)
     val_images: int = 100                   # validation set used as fitness (drawn from val)
+    val_split: str = "val"                  # folder of the validation split (CIFAR's is "test")
+    holdout: float = 0.0                    # > 0: this share of each train/ class is the validation set instead
+                                            # of val_split, and training and calibration use only the rest
+                                            # (NAS-Bench-201's cifar10-valid: 0.5)
+    split_seed: int = 0                     # seed of the holdout split
+    normalization: Literal["imagenet", "cifar"] = "imagenet"     # mean/std of the model input
+    augment: Literal["random_resized_crop", "pad_crop"] = "random_resized_crop"
+                                            # pad_crop (CIFAR): random crop of the 4-px zero-padded image + flip;
+                                            # evaluation images as they are, not 256/224 centre-cropped (images
+                                            # not res x res are first fitted: shorter side resized, centre crop)
     synthetic_images: int = 1280            # epoch length of the synthetic backend
     synthetic_classes: int = 10             # labels of the synthetic backend are in [0, synthetic_classes)
 
@@ -80,6 +102,9 @@ class DataConfig:
         _check(where + ".workers", self.workers >= 0, "an integer >= 0")
         _check(where + ".calib_images", self.calib_images >= 1, "an integer >= 1")
         _check(where + ".val_images", self.val_images >= 1, "an integer >= 1")
+        _check(where + ".val_split", self.val_split not in ("", "train") and "/" not in self.val_split,
+               "a folder name beside train/ (e.g. val or test)")
+        _check(where + ".holdout", 0.0 <= self.holdout < 1.0, "a float in [0, 1)")
         _check(where + ".synthetic_images", self.synthetic_images >= 1, "an integer >= 1")
         _check(where + ".synthetic_classes", self.synthetic_classes >= 1, "an integer >= 1")
 
@@ -135,6 +160,8 @@ class EvalConfig:
     cache_mb: int = 2048                    # bound on cached activations and statistics (LRU)
     calib_batch: int = 0                    # BN recalibration batch (part of the definition); 0 = eval_batch
     approx_rounds: int = 1                  # approx mode: passes over the calibration set with fair random paths
+    fitness: Literal["top1", "neg_loss"] = "top1"   # what the search maximises: top-1 %, or minus the mean
+                                            # cross-entropy (continuous, so less noisy on few images)
 
     def validate(self, where: str) -> None:
         _check(where + ".eval_batch", self.eval_batch >= 1, "an integer >= 1")

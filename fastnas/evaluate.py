@@ -58,6 +58,11 @@ class EvalMemoryError(UserError):
     pass
 
 
+def fitness_of(result: Result, kind: str = "top1") -> float:
+    """The number a search maximises (`eval.fitness`): top-1 %, or minus the mean cross-entropy."""
+    return result.top1 if kind == "top1" else -result.loss
+
+
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     """'auto': bf16 where the hardware runs it natively (CUDA with bf16, AVX-512 BF16 CPUs), else fp16 / fp32."""
     if precision in ("fp32", "bf16", "fp16"):
@@ -69,9 +74,12 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 
-def model_input(images: torch.Tensor, dtype: torch.dtype, channels_last: bool = True) -> torch.Tensor:
-    """uint8 (N,H,W,3) -> normalised float (N,3,H,W) in `dtype`, channels_last or contiguous (NCHW)."""
-    x = to_model_input(images, dtype)
+def model_input(images: torch.Tensor, dtype: torch.dtype, channels_last: bool = True, eval_set=None) -> torch.Tensor:
+    """uint8 (N,H,W,3) -> normalised float (N,3,H,W) in `dtype`, channels_last or contiguous (NCHW).
+
+    Normalised with `eval_set`'s mean and std (data.normalization) when given, else ImageNet's."""
+    stats = {"mean": eval_set.mean, "std": eval_set.std} if hasattr(eval_set, "mean") else {}
+    x = to_model_input(images, dtype, **stats)
     return x if channels_last else x.contiguous()
 
 
@@ -247,7 +255,7 @@ class Evaluator:
         return score_network(net, self.val, self.eval_batch, self.dtype, self.channels_last)
 
     def _input(self, eval_set, a: int, b: int) -> torch.Tensor:
-        return model_input(eval_set.images[a:b], self.dtype, self.channels_last)
+        return model_input(eval_set.images[a:b], self.dtype, self.channels_last, eval_set)
 
     # ------------------------------------------------------------------ one step of a path
     def _run(self, node: Node, x: torch.Tensor, stats: dict, train: bool) -> torch.Tensor:
@@ -460,7 +468,7 @@ def recalibrated_subnet(supernet, arch: Sequence[int], calib_set, calib_batch: i
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     with _autocast(device, dtype):
-        recalibrate_bn(net, (model_input(calib_set.images[a:b], dtype, channels_last)
+        recalibrate_bn(net, (model_input(calib_set.images[a:b], dtype, channels_last, calib_set)
                              for a, b in _chunks(len(calib_set.labels), calib_batch)))
     return net
 
@@ -472,7 +480,7 @@ def score_network(net: nn.Module, val_set, eval_batch: int, dtype: torch.dtype, 
     score = _Score()
     with _autocast(device, dtype):
         for a, b in _chunks(len(val_set.labels), eval_batch):
-            score.add(net(model_input(val_set.images[a:b], dtype, channels_last)), val_set.labels[a:b])
+            score.add(net(model_input(val_set.images[a:b], dtype, channels_last, val_set)), val_set.labels[a:b])
     return score.result()
 
 

@@ -6,7 +6,7 @@
 DIR receives
   model.pt    torch.save({"format", "space": SpaceConfig as a dict, "arch": "k3e6-...", "state_dict"})
               - everything `space.subnet(arch)` needs, no supernet: `load_exported(DIR)` rebuilds it;
-  model.onnx  opset 17, input "images" (N, 3, R, R) float32 normalised with ImageNet mean/std,
+  model.onnx  opset 17, input "images" (N, 3, R, R) float32 normalised with the training data's mean/std (model.json),
               output "logits" (N, num_classes); the batch axis is dynamic;
   model.json  the same config in plain text plus MACs, params and the input convention.
 
@@ -34,7 +34,6 @@ from fastnas.spaces import ArchError, Space, build_space
 FORMAT = "fastnas-export/1"
 OPSET = 17
 MODEL_FILE, ONNX_FILE, INFO_FILE = "model.pt", "model.onnx", "model.json"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class ExportError(UserError):
@@ -69,12 +68,15 @@ def read_arch(arch: str, space: Space) -> tuple[int, ...]:
 # ----------------------------------------------------------------------------- export
 
 def export(supernet: torch.nn.Module, arch: Sequence[int], out_dir: str | Path, *, onnx: bool = True,
-           net: torch.nn.Module | None = None) -> torch.nn.Module:
+           net: torch.nn.Module | None = None, normalization: str = "imagenet") -> torch.nn.Module:
     """Write model.pt, model.json and (with `onnx`) model.onnx for `arch` into `out_dir`; return the standalone network.
 
     `net` is the subnet to write (e.g. `Evaluator.recalibrated_subnet(arch)`, whose BN statistics are the
     ones the search scored); default: `supernet.subnet(arch)` with the supernet's running statistics.
+    `normalization` (data.normalization) names the input's mean/std, recorded in model.json.
     """
+    from fastnas.data.loader import NORMALIZATION
+    mean, std = ([round(v / 255, 4) for v in stats] for stats in NORMALIZATION[normalization])
     space = supernet.space
     arch = space.validate(arch)
     out = Path(out_dir)
@@ -89,7 +91,7 @@ def export(supernet: torch.nn.Module, arch: Sequence[int], out_dir: str | Path, 
     info = {"format": FORMAT, "arch": arch_str, "arch_codes": list(arch), "space": space_dict,
             "macs": cost.macs, "params": cost.params,
             "input": {"name": "images", "shape": ["N", 3, space.cfg.resolution, space.cfg.resolution],
-                      "dtype": "float32", "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+                      "dtype": "float32", "mean": mean, "std": std},
             "output": {"name": "logits", "shape": ["N", space.cfg.num_classes]},
             "files": {"weights": MODEL_FILE, "onnx": ONNX_FILE if onnx else None}}
     _atomic_write(out / INFO_FILE, lambda f: f.write(json.dumps(info, indent=1).encode()))
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
         from fastnas.evaluate import build_evaluator
         cfg = load_config(args.config, args.overrides) if args.config else _with_overrides(ckpt_cfg, args.overrides)
         net = build_evaluator(cfg, "cpu", args.supernet).recalibrated_subnet(arch)
-    export(supernet.eval(), arch, args.out, onnx=not args.no_onnx, net=net)
+    export(supernet.eval(), arch, args.out, onnx=not args.no_onnx, net=net, normalization=ckpt_cfg.data.normalization)
     out = Path(args.out)
     cost = supernet.space.cost(arch)
     print(f"exported {supernet.space.to_string(arch)} ({cost.macs / 1e6:.1f}M MACs, {cost.params / 1e6:.3f}M params)\n"

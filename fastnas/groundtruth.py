@@ -63,11 +63,15 @@ class GroundTruth:
         except KeyError:
             raise UserError(f"{self.space.to_string(arch)} is not in the ground-truth table {self.source}") from None
 
+    def rows(self, archs: Sequence[Sequence[int]]) -> np.ndarray:
+        """Table rows of many architectures at once (index into `columns[...]`)."""
+        return np.fromiter((self.row(a) for a in archs), dtype=np.int64, count=len(archs))
+
     def value(self, arch: Sequence[int], column: str = REPORT_COLUMN) -> float:
         return float(self.columns[column][self.row(arch)])
 
     def values(self, archs: Sequence[Sequence[int]], column: str = REPORT_COLUMN) -> np.ndarray:
-        return self.columns[column][[self.row(a) for a in archs]]
+        return self.columns[column][self.rows(archs)]
 
     def rank_of_value(self, value: float, column: str = REPORT_COLUMN) -> int:
         """1 + the number of architectures strictly better than `value` (1 = the best of the space)."""

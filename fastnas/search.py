@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     s = cfg.search
 
     from fastnas.dist import cleanup, init_distributed, print0
-    from fastnas.evaluate import build_evaluator
+    from fastnas.evaluate import build_evaluator, fitness_of
     from fastnas.evolution import Evolution
     from fastnas.evolution import write_json_atomic
 
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
                 metrics[space.to_string(a)] = [r.top1, r.top5, r.loss]
             if env.is_main:                         # before the generation's state.json: never behind it
                 write_json_atomic(metrics_path, metrics)
-            return [r.top1 for r in results]
+            return [fitness_of(r, cfg.eval.fitness) for r in results]
 
         def progress(g):
             print0(f"gen {g.generation:3d}  evaluated {g.evaluations:5d}  best {g.best_fitness:6.2f}  "
@@ -139,7 +139,7 @@ def write_outputs(out: Path, space, result, metrics: dict, latency=None) -> None
         name = space.to_string(c.arch)
         macs, params = space.cost(c.arch)
         top1, top5, loss = metrics.get(name, [c.fitness, None, None])
-        row = {"generation": c.generation, "arch": name, "top1": round(c.fitness, 4),
+        row = {"generation": c.generation, "arch": name, "fitness": round(c.fitness, 5), "top1": round(top1, 4),
                "top5": None if top5 is None else round(top5, 4), "loss": None if loss is None else round(loss, 5),
                "macs": macs, "params": params}
         if latency is not None:

@@ -20,7 +20,7 @@ def test_exponent_floats_without_a_dot():
     ("train.lrr=0.1", "unknown key 'train.lrr'"),
     ("train.lr=abc", "train.lr: expected a number, got 'abc'"),
     ("train.lr=-1", "train.lr: must be a float > 0"),
-    ("data.backend=opencv", "data.backend: 'opencv' is not allowed (allowed: auto, dali, torchvision, synthetic)"),
+    ("data.backend=opencv", "data.backend: 'opencv' is not allowed (allowed: auto, dali, torchvision, memory, synthetic)"),
     ("trian.lr=1", "unknown section 'trian'"),
     ("train.batch_size=1.5", "train.batch_size: expected an integer"),
     ("space.strides=[2,2,2,1,2,3]", "space.strides: must be 1 or 2"),

@@ -209,3 +209,28 @@ def test_distributed_results_do_not_depend_on_world_size(tmp_path, net, sets):
     calib, val = sets
     local = Evaluator(net, calib, val, 8, precision="fp32").evaluate(candidates(net.space, 4))
     assert [list(r) for r in local] == one[0][0]
+
+
+# ----------------------------------------------------------------------------- a space without a chain
+
+def test_nb201_whole_subnet_fallback_equals_fresh(sets):
+    """NB201's cell feeds every later cell, so no prefix can be shared: the evaluator scores each
+    candidate as one whole recalibrated subnet, still exactly the plain definition, memoised."""
+    from fastnas.spaces import build_supernet
+    from helpers import randomize_bn
+    calib, val = sets
+    torch.manual_seed(0)
+    net = randomize_bn(build_supernet(SpaceConfig(type="nb201", resolution=32, num_classes=10,
+                                                  cell_channels=4, cells_per_stage=1)))
+    assert not net.space.prefix_statistics
+    archs = candidates(net.space, 4)
+    ev = Evaluator(net, calib, val, 8, precision="fp32")
+    got = ev.evaluate(archs)
+    fresh = [evaluate_fresh(net, a, calib, val, 8, precision="fp32") for a in archs]
+    assert got == fresh
+    assert len(ev.memo) == len(set(archs))
+    assert ev.evaluate(archs[:2]) == got[:2]                 # from the memo
+    sub = ev.recalibrated_subnet(archs[0])
+    assert sub.training is False
+    with pytest.raises(UserError, match="eval.mode=approx"):
+        Evaluator(net, calib, val, 8, mode="approx")

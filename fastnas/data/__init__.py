@@ -9,9 +9,12 @@
     x = to_model_input(calib.images[:256], torch.bfloat16)
 
 `data.backend`: `dali` (GPU mixed decode with CUDA, CPU-only DALI without), `torchvision`,
-`synthetic`, or `auto`: DALI on CUDA; on a CPU the faster of the two on this machine's
-benchmark (bench/RESULTS.md), falling back to torchvision when DALI is not installed.
+`memory` (small images decoded once onto the device, memory.py), `synthetic`, or `auto`: DALI
+on CUDA; on a CPU the faster of the two on this machine's benchmark (bench/RESULTS.md), falling
+back to torchvision when DALI is not installed.
 The dataset is the ImageNet folder layout; see folder.py for labels and the bad-file policy.
+CIFAR-style data: `data.val_split=test`, or `data.holdout=0.5` for NAS-Bench-201's half of
+train/ held out (split.py); `data.augment=pad_crop`, `data.normalization=cifar`.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ _LAZY = {
     "build_train_loader": "fastnas.data.build", "build_eval_set": "fastnas.data.build",
     "resolve_backend": "fastnas.data.build", "check_num_classes": "fastnas.data.build", "EvalSet": "fastnas.data.eval_set",
     "TrainLoader": "fastnas.data.loader", "to_model_input": "fastnas.data.loader",
-    "shard_order": "fastnas.data.loader",
+    "shard_order": "fastnas.data.loader", "holdout_split": "fastnas.data.split",
 }
 
 __all__ = ["DataError", "scan_split", *_LAZY]

@@ -1,12 +1,14 @@
 """`python -m fastnas.data check PATH [--decode]`: scan a dataset, list classes, counts and every problem file.
 
-Exit 0 when the dataset is usable (train/ has usable images; val/ too if present), 1 when not.
+Exit 0 when the dataset is usable (train/ has usable images; so does every other split folder
+beside it, e.g. val/ or CIFAR's test/), 1 when not.
 `--decode` also decodes every file that passed the structural pre-scan, to find files whose
 headers are whole but whose image data is corrupt.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from fastnas.data.folder import DataError, Problem, list_classes, scan_split
@@ -21,7 +23,8 @@ def check(path: str, decode: bool = False, out=sys.stdout) -> bool:
         return False
     print(f"{path}: {len(classes)} classes", file=out)
     usable = True
-    for split in ("train", "val"):
+    others = sorted(e.name for e in os.scandir(path) if e.is_dir() and e.name != "train" and not e.name.startswith("."))
+    for split in ("train", *(others or ["val"])):
         try:
             scan = scan_split(path, split, classes)
         except DataError as e:

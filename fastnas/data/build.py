@@ -9,7 +9,8 @@ from fastnas.config import DataConfig
 from fastnas.data import dali as _dali
 from fastnas.data.eval_set import EvalSet, draw
 from fastnas.data.folder import DataError, SplitScan, list_classes, scan_split
-from fastnas.data.loader import TrainLoader, steps_per_epoch
+from fastnas.data.loader import EVAL_CROP_RATIO, NORMALIZATION, TrainLoader, steps_per_epoch
+from fastnas.data.split import holdout_split
 
 # Measured on the 2-core AVX-512 CPU (bench/bench_data.py, bench/RESULTS.md).
 CPU_AUTO_BACKEND = "dali"
@@ -35,57 +36,90 @@ def check_num_classes(data_cfg: DataConfig, num_classes: int) -> int:
 def build_train_loader(data_cfg: DataConfig, *, batch_size: int, resolution: int, rank: int = 0, world_size: int = 1,
                        seed: int = 0, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
                        channels_last: bool = True) -> TrainLoader:
-    """The training loader of one rank: random-resized-crop, flip, normalise; last partial batch dropped."""
+    """The training loader of one rank: `data.augment`'s crop, flip, normalise; last partial batch dropped.
+
+    With `data.holdout` > 0 it reads only the part of train/ that is not held out.
+    """
     device = torch.device(device)
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world_size {world_size}")
     backend = resolve_backend(data_cfg.backend, device)
+    mean, std = NORMALIZATION[data_cfg.normalization]
     common = dict(batch_size=batch_size, rank=rank, world_size=world_size, seed=seed, device=device, dtype=dtype,
-                  channels_last=channels_last, backend=backend)
+                  channels_last=channels_last, backend=backend, mean=mean, std=std)
     if backend == "synthetic":
         from fastnas.data.synthetic import SyntheticTrainBatches
         make = SyntheticTrainBatches(batch_size=batch_size, resolution=resolution,
                                      num_classes=data_cfg.synthetic_classes, seed=seed + rank)
         return TrainLoader(make, num_files=data_cfg.synthetic_images, **common)
-    scan = scan_split(data_cfg.path, "train")
-    _report(scan, rank)
+    scan = _part(data_cfg, "train", list_classes(data_cfg.path), rank)
     if steps_per_epoch(len(scan), batch_size, world_size) == 0:
         raise DataError(f"{data_cfg.path}: {len(scan)} usable training images are fewer than one batch "
                         f"({batch_size} x {world_size} ranks)")
     if backend == "dali":
         make = _dali.DaliTrainBatches(scan, batch_size=batch_size, resolution=resolution, threads=data_cfg.workers,
-                                      seed=seed, rank=rank, device=device, dtype=dtype)
+                                      seed=seed, rank=rank, device=device, dtype=dtype, augment=data_cfg.augment,
+                                      mean=mean, std=std)
         return TrainLoader(make, num_files=len(scan), normalized=make.normalized, **common)
+    if backend == "memory":
+        from fastnas.data.memory import MemoryTrainBatches, check_usable
+        check_usable(len(scan), resolution, data_cfg.augment)
+        images = _decode(data_cfg, backend, scan.files, resolution=resolution, device=device)
+        make = MemoryTrainBatches(images, torch.tensor(scan.labels, dtype=torch.int64), batch_size=batch_size,
+                                  seed=seed)
+        return TrainLoader(make, num_files=len(scan), **common)
     from fastnas.data.torchvision import TorchvisionTrainBatches
     make = TorchvisionTrainBatches(scan, batch_size=batch_size, resolution=resolution, workers=data_cfg.workers,
-                                   seed=seed, pin_memory=device.type == "cuda")
+                                   seed=seed, pin_memory=device.type == "cuda", augment=data_cfg.augment)
     return TrainLoader(make, num_files=len(scan), **common)
 
 
 def build_eval_set(data_cfg: DataConfig, *, split: str, num_images: int, resolution: int,
                    device: torch.device = torch.device("cpu"), seed: int = 0) -> EvalSet:
-    """`split='calib'`: a seeded draw from train/; `split='val'`: a seeded draw from val/. Decoded once."""
+    """`split='calib'`: a seeded draw from the training part; `split='val'`: a seeded draw from the
+    validation part (`data.val_split`, or the held-out part of train/ when `data.holdout` > 0). Decoded once."""
     if split not in ("calib", "val"):
         raise ValueError(f"split must be 'calib' or 'val', got {split!r}")
     device = torch.device(device)
     backend = resolve_backend(data_cfg.backend, device)
+    mean, std = NORMALIZATION[data_cfg.normalization]
     if backend == "synthetic":
         from fastnas.data.synthetic import synthetic_eval
         images, labels = synthetic_eval(num_images, resolution, data_cfg.synthetic_classes,
                                         seed + (0 if split == "calib" else 1))
-        return EvalSet(images.to(device), labels.to(device), [])
-    classes = list_classes(data_cfg.path)
-    scan = scan_split(data_cfg.path, "train" if split == "calib" else "val", classes)
-    _report(scan, 0)
+        return EvalSet(images.to(device), labels.to(device), [], mean, std)
+    scan = _part(data_cfg, "train" if split == "calib" else "val", list_classes(data_cfg.path), 0)
     picked = draw(len(scan), num_images, seed, f"the {split} set")
     files = [scan.files[i] for i in picked]
     labels = torch.tensor([scan.labels[i] for i in picked], dtype=torch.int64)
-    if backend == "dali":
-        images = _dali.decode_eval(files, resolution=resolution, device=device, threads=data_cfg.workers)
-    else:
-        from fastnas.data.torchvision import decode_eval
-        images = decode_eval(files, resolution=resolution).to(device)
-    return EvalSet(images, labels.to(device), files)
+    images = _decode(data_cfg, backend, files, resolution=resolution, device=device)
+    return EvalSet(images, labels.to(device), files, mean, std)
+
+
+def _part(data_cfg: DataConfig, part: str, classes: list[str], rank: int) -> SplitScan:
+    """The files of the training ('train') or validation ('val') part, problems reported once."""
+    if part == "val" and data_cfg.holdout == 0:
+        scan = scan_split(data_cfg.path, data_cfg.val_split, classes)
+        _report(scan, rank)
+        return scan
+    scan = scan_split(data_cfg.path, "train", classes)
+    _report(scan, rank)
+    if data_cfg.holdout == 0:
+        return scan
+    kept, heldout = holdout_split(scan, data_cfg.holdout, data_cfg.split_seed)
+    return scan.subset(kept if part == "train" else heldout)
+
+
+def _decode(data_cfg: DataConfig, backend: str, files: list[str], *, resolution: int,
+            device: torch.device) -> torch.Tensor:
+    """The evaluation transform of `files`, uint8 on `device`: with DALI for `dali` (and for `memory`
+    when DALI is installed), else torchvision."""
+    crop_ratio = EVAL_CROP_RATIO[data_cfg.augment]
+    if backend == "dali" or (backend == "memory" and _dali.AVAILABLE):
+        return _dali.decode_eval(files, resolution=resolution, device=device, threads=data_cfg.workers,
+                                 crop_ratio=crop_ratio)
+    from fastnas.data.torchvision import decode_eval
+    return decode_eval(files, resolution=resolution, crop_ratio=crop_ratio).to(device)
 
 
 def _report(scan: SplitScan, rank: int) -> None:

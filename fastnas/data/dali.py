@@ -1,4 +1,4 @@
-"""NVIDIA DALI backend: decode, random-resized-crop and flip in DALI's C++ thread pool.
+"""NVIDIA DALI backend: decode, random crop and flip in DALI's C++ thread pool.
 
 With CUDA, JPEGs are decoded on the GPU (`device='mixed'`: nvJPEG, the hardware decoder
 where present), resized there, and `crop_mirror_normalize` writes normalised NHWC
@@ -11,6 +11,12 @@ and `TrainLoader` normalises (4x fewer bytes leave DALI). DALI labels arrive int
 Per image: the fused `decoders.image_random_crop` decodes only the crop window; `resize` to
 res x res (linear, no antialias) flips the image for free through a reversed region of
 interest (a separate `flip` cost ~100 us an image here).
+
+With `data.augment=pad_crop` (CIFAR): the whole image is decoded and fitted to res x res
+(shorter side resized, centre crop: both no-ops for 32x32 at 32), then `slice` takes a res x res
+window at an absolute anchor drawn from [-PAD, PAD] per axis, zero-filling what lies outside
+the image (the padded crop without materialising the padding), and the flip is `flip` (on the
+GPU, `crop_mirror_normalize`'s mirror, fused with normalising).
 
 The file order of each epoch comes from `loader.shard_order` (the same as the torchvision
 backend); a pipeline is built per epoch over that list, so `set_epoch` reseeds exactly.
@@ -26,7 +32,7 @@ import numpy as np
 import torch
 
 from fastnas.data.folder import DataError, SplitScan
-from fastnas.data.loader import IMAGENET_MEAN, IMAGENET_STD, resize_hwc, single_threaded
+from fastnas.data.loader import EVAL_CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, PAD, resize_hwc, single_threaded
 
 try:
     from nvidia.dali import fn, pipeline_def, types
@@ -50,31 +56,47 @@ class DaliTrainBatches:
     """`make_batches` for TrainLoader: yields one rank's batches for one epoch."""
 
     def __init__(self, scan: SplitScan, *, batch_size: int, resolution: int, threads: int, seed: int, rank: int,
-                 device: torch.device, dtype: torch.dtype, resize_in_torch: bool = False):
+                 device: torch.device, dtype: torch.dtype, resize_in_torch: bool = False,
+                 augment: str = "random_resized_crop", mean=IMAGENET_MEAN, std=IMAGENET_STD):
         if not AVAILABLE:
             raise DataError("data.backend=dali but nvidia-dali is not installed (pip install nvidia-dali-cuda120, "
                             "or use data.backend=torchvision)")
         self.scan, self.batch_size, self.resolution = scan, batch_size, resolution
         self.threads, self.seed, self.rank = max(1, threads), seed, rank
         self.device, self.dtype = torch.device(device), dtype
+        self.augment, self.mean, self.std = augment, list(mean), list(std)
         self.on_gpu = self.device.type == "cuda"
         # On the GPU normalise inside DALI when it can write the training dtype (not bf16).
         self.normalized = self.on_gpu and dtype in _GPU_DTYPES
         # Alternative on a CPU: DALI decodes the crop and torch resizes it. Alone, torch's uint8
         # resize costs ~200 us an image against DALI's ~650 us, but end to end (Python per-crop
         # loop, thread pool) it measured no faster (bench/RESULTS.md), so DALI resizes by default.
-        self.resize_in_torch = bool(resize_in_torch) and not self.on_gpu
+        self.resize_in_torch = bool(resize_in_torch) and not self.on_gpu and augment == "random_resized_crop"
         self._pool: ThreadPoolExecutor | None = None
 
     def _pipeline(self, files: list[str], labels: list[int], epoch: int):
         res, on_gpu, normalized, resize_in_torch = self.resolution, self.on_gpu, self.normalized, self.resize_in_torch
         out_dtype = getattr(types, _GPU_DTYPES.get(self.dtype, "FLOAT"))
+        pad_crop, mean, std = self.augment == "pad_crop", self.mean, self.std
 
         @pipeline_def(batch_size=self.batch_size, num_threads=self.threads,
                       device_id=_dali_device_id(self.device), seed=_pipeline_seed(self.seed, epoch, self.rank),
                       prefetch_queue_depth=2)
         def train_pipe():
             jpegs, labs = fn.readers.file(files=files, labels=labels, random_shuffle=False, name="reader")
+            if pad_crop:                  # whole image, window at an offset in [-PAD, PAD] (zeros outside), flip
+                images = _fit(fn.decoders.image(jpegs, device="mixed" if on_gpu else "cpu", output_type=types.RGB),
+                              res, 1.0)
+                anchor = fn.random.uniform(values=list(range(-PAD, PAD + 1)), shape=[2], dtype=types.INT32)   # x, y
+                flip = fn.random.coin_flip(probability=0.5)
+                images = fn.slice(images, start=anchor, shape=[res, res], axis_names="WH", out_of_bounds_policy="pad",
+                                  fill_values=0)
+                if normalized:
+                    images = fn.crop_mirror_normalize(images, dtype=out_dtype, output_layout="HWC", mirror=flip,
+                                                      mean=mean, std=std)
+                else:
+                    images = fn.flip(images, horizontal=flip)
+                return images, labs, flip
             # Decode only the random crop's window (fused decoder), then resize it to res x res.
             images = fn.decoders.image_random_crop(jpegs, device="mixed" if on_gpu else "cpu",
                                                    output_type=types.RGB, random_area=[0.08, 1.0],
@@ -88,8 +110,7 @@ class DaliTrainBatches:
                                antialias=False, roi_relative=True,
                                roi_start=fn.stack(0.0 * f, f), roi_end=fn.stack(0.0 * f + 1.0, 1.0 - f))
             if normalized:
-                images = fn.crop_mirror_normalize(images, dtype=out_dtype, output_layout="HWC",
-                                                  mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
+                images = fn.crop_mirror_normalize(images, dtype=out_dtype, output_layout="HWC", mean=mean, std=std)
             return images, labs, flip
 
         pipe = train_pipe()
@@ -162,14 +183,20 @@ def _reason(e: Exception) -> str:
     return (lines[0] if lines else "unknown error")[:200]
 
 
+def _fit(images, res: int, crop_ratio: float):
+    """Shorter side resized to res / crop_ratio (antialiased), centre crop res x res (torchvision.fit's twin)."""
+    images = fn.resize(images, resize_shorter=round(res / crop_ratio), interp_type=types.INTERP_LINEAR, antialias=True)
+    return fn.crop(images, crop=(res, res), crop_pos_x=0.5, crop_pos_y=0.5, out_of_bounds_policy="pad")
+
+
 def decode_eval(files: list[str], *, resolution: int, device: torch.device, threads: int,
-                batch_size: int = 64) -> torch.Tensor:
-    """Decode `files` once with the validation transform: uint8 (N, res, res, 3) on `device`."""
+                crop_ratio: float = EVAL_CROP_RATIO["random_resized_crop"], batch_size: int = 64) -> torch.Tensor:
+    """Decode `files` once with the validation transform (`_fit`): uint8 (N, res, res, 3) on `device`."""
     if not AVAILABLE:
         raise DataError("data.backend=dali but nvidia-dali is not installed (use data.backend=torchvision)")
     device = torch.device(device)
     on_gpu = device.type == "cuda"
-    res, shorter = resolution, round(resolution * 256 / 224)
+    res = resolution
     batch_size = max(1, min(batch_size, len(files)))
 
     @pipeline_def(batch_size=batch_size, num_threads=max(1, threads), device_id=_dali_device_id(device), seed=0)
@@ -177,8 +204,7 @@ def decode_eval(files: list[str], *, resolution: int, device: torch.device, thre
         jpegs, _ = fn.readers.file(files=files, labels=list(range(len(files))), random_shuffle=False,
                                    pad_last_batch=True, name="reader")
         images = fn.decoders.image(jpegs, device="mixed" if on_gpu else "cpu", output_type=types.RGB)
-        images = fn.resize(images, resize_shorter=shorter, interp_type=types.INTERP_LINEAR, antialias=True)
-        return fn.crop(images, crop=(res, res), crop_pos_x=0.5, crop_pos_y=0.5, out_of_bounds_policy="pad")
+        return _fit(images, res, crop_ratio)
 
     pipe = eval_pipe()
     pipe.build()

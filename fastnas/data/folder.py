@@ -65,6 +65,11 @@ class SplitScan:
             per_class[label] += 1
         return per_class
 
+    def subset(self, indices) -> SplitScan:
+        """These files at `indices` only (a hold-out part); problems and warnings are kept."""
+        return SplitScan(self.root, self.split, self.classes, [self.files[i] for i in indices],
+                         [self.labels[i] for i in indices], self.problems, self.warnings)
+
     def summary_line(self) -> str | None:
         """One warning line when files were skipped, None otherwise."""
         if not self.problems:

@@ -22,6 +22,13 @@ import torch
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+CIFAR_MEAN = (0.4914 * 255, 0.4822 * 255, 0.4465 * 255)       # CIFAR-10 train set, per channel
+CIFAR_STD = (0.2470 * 255, 0.2435 * 255, 0.2616 * 255)
+NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "cifar": (CIFAR_MEAN, CIFAR_STD)}   # data.normalization
+PAD = 4                            # data.augment=pad_crop: zero padding on each side before the random crop
+# Evaluation transform per data.augment: centre crop of this share of the shorter side, resized to the
+# resolution (ImageNet's 224 of 256; CIFAR's whole image, unchanged when already at the resolution).
+EVAL_CROP_RATIO = {"random_resized_crop": 224 / 256, "pad_crop": 1.0}
 
 
 def steps_per_epoch(num_files: int, batch_size: int, world_size: int) -> int:
@@ -35,16 +42,18 @@ def shard_order(num_files: int, *, batch_size: int, rank: int, world_size: int, 
     return perm[rank::world_size][: steps * batch_size]
 
 
-def to_model_input(images: torch.Tensor, dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 (N,H,W,3) -> normalised float (N,3,H,W) in channels_last memory, in `dtype`.
+def to_model_input(images: torch.Tensor, dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None, *,
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 (N,H,W,3) -> (x - mean) / std as float (N,3,H,W) in channels_last memory, in `dtype`.
 
     `out`, when given, is a channels_last (N,3,H,W) tensor of `dtype` that receives the result.
+    `mean` and `std` are per channel on the 0-255 scale (see NORMALIZATION).
     """
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 (N,H,W,3) images, got {images.dtype} {tuple(images.shape)}")
     nchw = images.permute(0, 3, 1, 2)                 # a view; NHWC memory is channels_last
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
-    inv_std = torch.tensor([1.0 / s for s in IMAGENET_STD], device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
+    mean = torch.tensor(mean, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
+    inv_std = torch.tensor([1.0 / s for s in std], device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
     if out is None:
         out = torch.empty(nchw.shape, device=images.device, dtype=dtype, memory_format=torch.channels_last)
     if dtype == torch.float32:
@@ -114,7 +123,7 @@ class TrainLoader:
 
     def __init__(self, make_batches: Callable[[np.ndarray, int], Iterator], *, num_files: int, batch_size: int,
                  rank: int, world_size: int, seed: int, device: torch.device, dtype: torch.dtype,
-                 channels_last: bool, backend: str, normalized: bool = False):
+                 channels_last: bool, backend: str, normalized: bool = False, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.make_batches = make_batches
         self.num_files = num_files
         self.batch_size = batch_size
@@ -122,6 +131,7 @@ class TrainLoader:
         self.device, self.dtype, self.channels_last = torch.device(device), dtype, channels_last
         self.backend = backend
         self.normalized = normalized          # the backend already yields model input
+        self.mean, self.std = tuple(mean), tuple(std)
         self.epoch = 0
         self._pool = BufferPool()
 
@@ -143,7 +153,8 @@ class TrainLoader:
             else:
                 images = images.to(self.device, non_blocking=True)
                 n, h, w, _ = images.shape
-                x = to_model_input(images, self.dtype, out=self._pool.get((n, 3, h, w), self.dtype, self.device))
+                x = to_model_input(images, self.dtype, out=self._pool.get((n, 3, h, w), self.dtype, self.device),
+                                   mean=self.mean, std=self.std)
             if not self.channels_last:
                 x = x.contiguous()
             yield x, labels

@@ -1,4 +1,4 @@
-"""torchvision backend: libjpeg-turbo decode, random-resized-crop and flip on uint8, in DataLoader workers.
+"""torchvision backend: libjpeg-turbo decode, random crop and flip on uint8, in DataLoader workers.
 
 Faster than the textbook per-sample recipe (decode -> v2 transforms -> float32 -> Normalize
 -> collate) on CPU because (1) each worker builds a whole uint8 NHWC batch in one tensor
@@ -6,6 +6,10 @@ Faster than the textbook per-sample recipe (decode -> v2 transforms -> float32 -
 and (3) the main process normalises into reused buffers (`TrainLoader`). Crop boxes and
 flips come from a per-file RNG seeded by (seed, epoch, file index), so a batch does not
 depend on the number of workers.
+
+Crops (`data.augment`): `random_resized_crop` (ImageNet), or `pad_crop` (CIFAR): the image,
+first fitted to res x res (shorter side resized, centre crop; a no-op for CIFAR's 32x32 at
+32), zero-padded by PAD pixels on each side, a random res x res window of it, flipped or not.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
 from fastnas.data.folder import DataError, SplitScan
-from fastnas.data.loader import resize_hwc, single_threaded
+from fastnas.data.loader import EVAL_CROP_RATIO, PAD, resize_hwc, single_threaded
 
 
 def read_rgb(path: str) -> torch.Tensor:
@@ -55,13 +59,21 @@ def random_resized_crop_box(height: int, width: int, rng: random.Random, scale=(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def pad_crop(image_hwc: torch.Tensor, top: int, left: int, flip: bool, pad: int = PAD) -> torch.Tensor:
+    """The window at (top, left), each in [0, 2 pad], of the image zero-padded by `pad`; same size as the image."""
+    h, w = image_hwc.shape[:2]
+    window = torch.nn.functional.pad(image_hwc, (0, 0, pad, pad, pad, pad))[top:top + h, left:left + w]
+    return window.flip(1) if flip else window
+
+
 class TrainBatchDataset(Dataset):
     """Item k = the k-th batch of this rank's epoch order, as uint8 (B, res, res, 3) + int64 labels."""
 
-    def __init__(self, scan: SplitScan, order: np.ndarray, *, batch_size: int, resolution: int, seed: int, epoch: int):
+    def __init__(self, scan: SplitScan, order: np.ndarray, *, batch_size: int, resolution: int, seed: int, epoch: int,
+                 augment: str = "random_resized_crop"):
         self.files, self.labels = scan.files, scan.labels
         self.order, self.batch_size, self.resolution = order, batch_size, resolution
-        self.seed, self.epoch = seed, epoch
+        self.seed, self.epoch, self.augment = seed, epoch, augment
 
     def __len__(self) -> int:
         return len(self.order) // self.batch_size
@@ -93,6 +105,10 @@ class TrainBatchDataset(Dataset):
             except DataError as e:
                 failed.append((j, self.files[i], str(e)))
                 continue
+            if self.augment == "pad_crop":
+                top, left = rng.randint(0, 2 * PAD), rng.randint(0, 2 * PAD)
+                images[j] = pad_crop(fit(img, res, 1.0), top, left, flip=rng.random() < 0.5)
+                continue
             top, left, h, w = random_resized_crop_box(img.shape[1], img.shape[2], rng)
             images[j] = resize_hwc(img[:, top:top + h, left:left + w], res, res, flip=rng.random() < 0.5)
         return failed
@@ -102,14 +118,14 @@ class TorchvisionTrainBatches:
     """`make_batches` for TrainLoader."""
 
     def __init__(self, scan: SplitScan, *, batch_size: int, resolution: int, workers: int, seed: int,
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, augment: str = "random_resized_crop"):
         self.scan, self.batch_size, self.resolution = scan, batch_size, resolution
-        self.workers, self.seed, self.pin_memory = workers, seed, pin_memory
+        self.workers, self.seed, self.pin_memory, self.augment = workers, seed, pin_memory, augment
         self.skipped: set[str] = set()       # files that failed to decode at run time
 
     def __call__(self, order: np.ndarray, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         dataset = TrainBatchDataset(self.scan, order, batch_size=self.batch_size, resolution=self.resolution,
-                                    seed=self.seed, epoch=epoch)
+                                    seed=self.seed, epoch=epoch, augment=self.augment)
         loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=self.workers,
                             pin_memory=self.pin_memory, prefetch_factor=2 if self.workers else None)
         for images, labels, failed in loader:
@@ -126,14 +142,24 @@ class TorchvisionTrainBatches:
                   f"{len(self.skipped)} skipped so far)", file=sys.stderr, flush=True)
 
 
-def decode_eval(files: list[str], *, resolution: int) -> torch.Tensor:
-    """Validation transform: resize shorter side to res*256/224 (antialiased), center crop res; uint8 NHWC."""
-    shorter = round(resolution * 256 / 224)
+def fit(img: torch.Tensor, resolution: int, crop_ratio: float) -> torch.Tensor:
+    """uint8 (3,h,w) -> (res,res,3): shorter side resized to res / crop_ratio (antialiased), centre crop res.
+
+    With crop_ratio 1 an image already res x res comes back unchanged (no resampling).
+    """
+    shorter = round(resolution / crop_ratio)
+    h, w = img.shape[1:]
+    if h == w == shorter == resolution:
+        return img.permute(1, 2, 0)                  # already fitted (CIFAR at 32): a view, no copy
+    scale = shorter / min(h, w)
+    img = resize_hwc(img, round(h * scale), round(w * scale)).permute(2, 0, 1)
+    return F.center_crop(img, [resolution, resolution]).permute(1, 2, 0)
+
+
+def decode_eval(files: list[str], *, resolution: int,
+                crop_ratio: float = EVAL_CROP_RATIO["random_resized_crop"]) -> torch.Tensor:
+    """Validation transform (`fit`) of every file: uint8 (N, res, res, 3)."""
     out = torch.empty((len(files), resolution, resolution, 3), dtype=torch.uint8)
     for j, path in enumerate(files):
-        img = read_rgb(path)
-        h, w = img.shape[1:]
-        scale = shorter / min(h, w)
-        img = resize_hwc(img, round(h * scale), round(w * scale)).permute(2, 0, 1)
-        out[j] = F.center_crop(img, [resolution, resolution]).permute(1, 2, 0)
+        out[j] = fit(read_rgb(path), resolution, crop_ratio)
     return out
