@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup quickstart test bench clean
+.PHONY: setup quickstart quickstart-imagenette test bench clean
 setup: $(VENV)/.installed
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(VENV)/.installed: setup.py
 
 quickstart: setup
 	$(PY) -m fastnas.quickstart
+
+quickstart-imagenette: setup
+	$(PY) -m fastnas.quickstart --config configs/quickstart_imagenette.yaml
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -125,6 +125,7 @@ class TrainConfig:
     warmup_steps: int = 500
     sampler: Literal["uniform", "fair"] = "uniform"
     macs_range: list[float] = field(default_factory=list)   # [low, high] in MACs; empty = no constraint
+    exclude_choices: list[str] = field(default_factory=list)  # choice names never trained, e.g. [none] (NB201)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True
     ckpt_every: int = 500                   # steps
@@ -192,6 +193,8 @@ class SearchConfig:
     max_params: float = 0.0                 # 0 = no bound
     max_latency_ms: float = 0.0             # 0 = no bound; needs latency_table
     latency_table: str = ""
+    ground_truth: str = ""                  # "" none; "nb201" the bundled NAS-Bench-201 table; or a CSV path of
+                                            # that format: true accuracies of every candidate in the outputs
     max_retries: int = 1000
     seed: int = 0
 

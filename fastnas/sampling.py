@@ -9,6 +9,9 @@ without communicating, and a resumed run replays exactly the paths it would have
   the C paths, so every choice of every layer is trained exactly once per step. A layer with
   fewer than C choices (e.g. one without skip) fills the remaining paths with random choices.
 - `macs_range=(low, high)`: uniform paths are resampled until `low <= MACs <= high` (exact cost model).
+- `exclude=("none",)`: choices never trained (by name, at every position that offers them; a position
+  keeps at least one choice). NB201's `none` has no weights, and paths that cut a cell off teach the
+  fixed layers to bypass the cells instead of training them; a searched cell may still use it.
 """
 from __future__ import annotations
 
@@ -25,10 +28,13 @@ MAX_RESAMPLES = 10_000
 class UniformSampler:
     kind = "uniform"
 
-    def __init__(self, space: Space, seed: int, macs_range: Sequence[float] = ()):
+    def __init__(self, space: Space, seed: int, macs_range: Sequence[float] = (), exclude: Sequence[str] = ()):
         self.space = space
         self.seed = seed
         self.macs_range = tuple(macs_range)
+        self.exclude = tuple(exclude)
+        self.allowed = [np.array([c for c, name in enumerate(names) if name not in self.exclude] or range(len(names)))
+                        for names in space.choices]
         if self.macs_range:
             self._check_range_reachable()
 
@@ -38,14 +44,14 @@ class UniformSampler:
     def paths(self, step: int) -> list[Arch]:
         rng = self.rng(step)
         for _ in range(MAX_RESAMPLES):
-            arch = self.space.sample(rng)
+            arch = tuple(int(a[rng.integers(len(a))]) for a in self.allowed)
             if self._in_range(arch):
                 return [arch]
         raise ConfigError(f"train.macs_range {list(self.macs_range)}: no path found in {MAX_RESAMPLES} "
                           f"samples; widen the range")
 
     def state_dict(self) -> dict:
-        return {"kind": self.kind, "seed": self.seed, "macs_range": list(self.macs_range)}
+        return {"kind": self.kind, "seed": self.seed, "macs_range": list(self.macs_range), "exclude": list(self.exclude)}
 
     def _in_range(self, arch: Arch) -> bool:
         if not self.macs_range:
@@ -69,12 +75,13 @@ class FairSampler(UniformSampler):
 
     def paths(self, step: int) -> list[Arch]:
         rng = self.rng(step)
-        C = self.space.max_choices
+        C = max(len(a) for a in self.allowed)
         columns = []
-        for n in self.space.num_choices:
-            column = rng.permutation(n)
+        for allowed in self.allowed:
+            n = len(allowed)
+            column = allowed[rng.permutation(n)]
             if n < C:
-                column = np.concatenate([column, rng.integers(n, size=C - n)])
+                column = np.concatenate([column, allowed[rng.integers(n, size=C - n)]])
             columns.append(column)
         return [tuple(int(col[i]) for col in columns) for i in range(C)]
 
@@ -84,5 +91,5 @@ def build_sampler(space: Space, cfg: TrainConfig) -> UniformSampler:
         if cfg.macs_range:
             raise ConfigError("train.macs_range works with train.sampler=uniform only "
                               "(strict fairness fixes which choices each step trains)")
-        return FairSampler(space, cfg.seed)
-    return UniformSampler(space, cfg.seed, cfg.macs_range)
+        return FairSampler(space, cfg.seed, exclude=cfg.exclude_choices)
+    return UniformSampler(space, cfg.seed, cfg.macs_range, cfg.exclude_choices)

@@ -9,9 +9,16 @@ loop with constraints (fastnas.evolution), and the outputs in `search.out_dir`:
 
   best.json      architecture string and ints, top-1/top-5, MACs, params (and latency with a table)
   history.csv    every evaluated candidate with its generation
-  pareto.png     top-1 vs MACs of every candidate, Pareto front marked
-  best_arch.png  the best architecture layer by layer
+  progress.png   best and mean fitness per generation, parent diversity (numbers in progress.json)
+  pareto.png     fitness vs MACs of every candidate, Pareto front marked
+  best_arch.png  the best architecture (layer by layer; a cell graph for NB201)
+  truth.png      with search.ground_truth: supernet fitness vs true accuracy of every candidate
   state.json     the resumable search state (written atomically every generation)
+
+With `search.ground_truth` (`nb201`: the bundled NAS-Bench-201 table, or a CSV of its format),
+history.csv also has each candidate's true accuracies (`true_valid`: cifar10valid_valid, what a
+search may look at; `true_test`: cifar10_test) and best.json the found one's `true_test` and
+`true_rank` among all cells of the table (1 = best).
 
 A search restarted with the same settings resumes from state.json and reaches the same result.
 """
@@ -61,6 +68,46 @@ def build_selector(s):
         raise UserError(f"search.selector: {e}") from None
 
 
+def ground_truth_path(value: str) -> Path:
+    """`search.ground_truth` as a file (`nb201`: the bundled NAS-Bench-201 table); one UserError if missing."""
+    from fastnas.groundtruth import NB201_TABLE
+    path = NB201_TABLE if value == "nb201" else Path(value)
+    if not path.is_file():
+        raise UserError(f"search.ground_truth: no table {str(path)!r} (use nb201 or the path of a CSV with "
+                        f"arch_str, cifar10valid_valid and cifar10_test columns)")
+    return path
+
+
+def load_ground_truth(value: str, space):
+    """The GroundTruth of `search.ground_truth` for `space`, or None when unset; a mismatch is one UserError."""
+    if not value:
+        return None
+    from fastnas.groundtruth import GroundTruth
+    path = ground_truth_path(value)
+    try:
+        return GroundTruth.load(space, path)
+    except UserError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"search.ground_truth: {path} does not match the search space "
+                        f"({type(space).__name__}): {first}") from None
+
+
+def shown_path(path: str) -> str:
+    """A path as the outputs record it: relative to the repository when inside it."""
+    from fastnas.config import REPO_ROOT
+    full = Path(path).resolve()
+    return str(full.relative_to(REPO_ROOT)) if full.is_relative_to(REPO_ROOT) else str(full)
+
+
+def load_progress(path: Path) -> list[dict]:
+    """progress.json's per-generation records ([] when missing or unreadable)."""
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in records if isinstance(r, dict) and "generation" in r] if isinstance(records, list) else []
+
+
 def build_constraints(s, space):
     from fastnas.evolution import Constraints
     latency = None
@@ -82,8 +129,11 @@ def main(argv=None) -> int:
     from fastnas.evaluate import build_evaluator, fitness_of
     from fastnas.evolution import Evolution
     from fastnas.evolution import write_json_atomic
+    from fastnas.report import fitness_label
 
     selector = build_selector(s)                    # settings errors first, before any decoding
+    if s.ground_truth:
+        ground_truth_path(s.ground_truth)           # a missing table is an error before any decoding
     if s.max_latency_ms > 0 and not s.latency_table:
         raise UserError("search.max_latency_ms needs a latency table: --latency-table LUT.json "
                         "(make one with python -m fastnas.latency)")
@@ -96,6 +146,9 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         metrics_path = out / "metrics.json"         # top-5 and loss of every candidate, beside the state
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() and not args.fresh else {}
+        truth = load_ground_truth(s.ground_truth, space)     # every rank: a mismatch stops them all alike
+        progress_path = out / "progress.json"       # per-generation numbers, kept across resumes
+        records = [] if args.fresh else load_progress(progress_path)
 
         def fitness(archs):
             results = evaluator.evaluate(archs)
@@ -106,6 +159,12 @@ def main(argv=None) -> int:
             return [fitness_of(r, cfg.eval.fitness) for r in results]
 
         def progress(g):
+            records[:] = [r for r in records if r["generation"] < g.generation]   # a rerun replaces later ones
+            records.append({"generation": g.generation, "evaluations": g.evaluations,
+                            "best": g.best_fitness, "mean": g.mean_fitness,
+                            "parent_diversity": g.parent_diversity})
+            if env.is_main:
+                write_json_atomic(progress_path, records)
             print0(f"gen {g.generation:3d}  evaluated {g.evaluations:5d}  best {g.best_fitness:6.2f}  "
                    f"mean {g.mean_fitness:6.2f}  parent diversity {g.parent_diversity:.3f}  "
                    f"{g.candidates_per_s:6.2f} cand/s")
@@ -122,17 +181,28 @@ def main(argv=None) -> int:
         result = evo.run()
         if env.is_main:
             write_json_atomic(metrics_path, metrics)
-            write_outputs(out, space, result, metrics, latency)
+            summary = write_outputs(out, space, result, metrics, latency, truth=truth, progress=records,
+                                    fitness_kind=cfg.eval.fitness)
             print0(f"search done in {time.perf_counter() - start:.0f} s: best {space.to_string(result.best_arch)} "
-                   f"top-1 {result.best_fitness:.2f}%  -> {out}/best.json")
+                   f"{fitness_label(cfg.eval.fitness)} {result.best_fitness:.2f}  -> {out}/best.json")
+            if "true_test" in summary:
+                print0(f"ground truth ({Path(truth.source).name}): the found cell's true test accuracy "
+                       f"{summary['true_test']:.2f}%, rank {summary['true_rank']} of {len(truth)}")
     finally:
         cleanup()
     return 0
 
 
-def write_outputs(out: Path, space, result, metrics: dict, latency=None) -> None:
+def write_outputs(out: Path, space, result, metrics: dict, latency=None, truth=None,
+                  progress: list[dict] | None = None, fitness_kind: str = "top1") -> dict:
+    """history.csv, best.json and the pictures (report.py) of a finished search; returns best.json's content.
+
+    truth: a fastnas.groundtruth.GroundTruth (true accuracies in history.csv and best.json, truth.png);
+    progress: the per-generation records of progress.json (progress.png).
+    """
     from fastnas.evolution import write_json_atomic
-    from fastnas.report import draw_architecture, plot_pareto
+    from fastnas.groundtruth import REPORT_COLUMN, SEARCH_COLUMN
+    from fastnas.report import draw_architecture, fitness_label, plot_pareto, plot_progress, plot_truth
 
     rows = []
     for c in result.history:
@@ -144,6 +214,10 @@ def write_outputs(out: Path, space, result, metrics: dict, latency=None) -> None
                "macs": macs, "params": params}
         if latency is not None:
             row["latency_ms"] = round(latency.predict(c.arch), 4)
+        if truth is not None:
+            known = c.arch in truth
+            row["true_valid"] = truth.value(c.arch, SEARCH_COLUMN) if known else None
+            row["true_test"] = truth.value(c.arch, REPORT_COLUMN) if known else None
         rows.append(row)
     tmp = out / "history.csv.tmp"
     with open(tmp, "w", newline="") as f:
@@ -160,12 +234,28 @@ def write_outputs(out: Path, space, result, metrics: dict, latency=None) -> None
                "evaluated": len(rows), "generations": result.generations}
     if latency is not None:
         summary["latency_ms"] = latency.predict(result.best_arch)
+    title = f"best: top-1 {top1:.2f}%, {macs / 1e6:.1f}M MACs, {params / 1e6:.2f}M params"
+    if truth is not None and result.best_arch in truth:
+        summary.update(true_test=truth.value(result.best_arch, REPORT_COLUMN),
+                       true_rank=truth.rank(result.best_arch, REPORT_COLUMN),
+                       true_valid=truth.value(result.best_arch, SEARCH_COLUMN), ground_truth=shown_path(truth.source))
+        title += f"\ntrue test {summary['true_test']:.2f}%, rank {summary['true_rank']} of {len(truth)}"
     write_json_atomic(out / "best.json", summary)
     best_index = next(i for i, r in enumerate(rows) if r["arch"] == best)
-    plot_pareto([r["macs"] for r in rows], [r["top1"] for r in rows], out / "pareto.png", best=best_index,
-                title=f"{len(rows)} candidates, {space.cfg.resolution}px")
-    draw_architecture(space, result.best_arch, out / "best_arch.png",
-                      title=f"best: top-1 {top1:.2f}%, {macs / 1e6:.1f}M MACs, {params / 1e6:.2f}M params")
+    ylabel = fitness_label(fitness_kind)
+    if progress:
+        plot_progress(progress, out / "progress.png", ylabel=ylabel)
+    plot_pareto([r["macs"] for r in rows], [r["fitness"] for r in rows], out / "pareto.png", best=best_index,
+                title=f"{len(rows)} candidates, {space.cfg.resolution}px", ylabel=ylabel)
+    draw_architecture(space, result.best_arch, out / "best_arch.png", title=title)
+    if truth is not None:
+        known = [i for i, r in enumerate(rows) if r["true_valid"] is not None]
+        if known:
+            plot_truth([rows[i]["true_valid"] for i in known], [rows[i]["fitness"] for i in known],
+                       [rows[i]["generation"] for i in known], out / "truth.png",
+                       best=known.index(best_index) if best_index in known else None, ylabel=ylabel,
+                       xlabel="NAS-Bench-201 accuracy trained alone (%, cifar10-valid)")
+    return summary
 
 
 if __name__ == "__main__":

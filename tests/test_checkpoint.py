@@ -65,7 +65,8 @@ def test_corrupt_checkpoint_is_one_clear_line_and_previous_is_used(tmp_path, dam
 def test_cli_with_corrupt_checkpoint_fails_with_one_line(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    proc = subprocess.run([PY, "-m", "fastnas.train", "--config", "configs/quickstart.yaml", "--resume", str(bad),
+    proc = subprocess.run([PY, "-m", "fastnas.train", "--config", "configs/quickstart_imagenette.yaml",
+                           "--resume", str(bad),
                            *tiny(tmp_path / "run", "train.max_steps=1")],
                           cwd=REPO, env=sub_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
@@ -84,7 +85,7 @@ def test_kill_9_mid_run_then_resume_equals_uninterrupted_run_bitwise(tmp_path):
     steps = 10
     common = ["train.max_steps=%d" % steps, "train.ckpt_every=2", "train.deterministic=true",
               "space.dropout=0.2", "train.precision=bf16"]
-    cmd = [PY, "-m", "fastnas.train", "--config", "configs/quickstart.yaml"]
+    cmd = [PY, "-m", "fastnas.train", "--config", "configs/quickstart_imagenette.yaml"]
     ref = subprocess.run(cmd + tiny(tmp_path / "ref", *common), cwd=REPO, env=sub_env(),
                          capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr[-2000:]

@@ -7,6 +7,7 @@ kernels and summation orders, so logits agree to float32 rounding, not bit for b
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +16,11 @@ from helpers import randomize_bn
 
 from fastnas.config import Config, SpaceConfig
 from fastnas.export import OPSET, load_exported, main
+from fastnas.spaces import build_supernet
 from fastnas.spaces.mbconv import MBConvSpace
 from fastnas.spaces.mbconv_net import SuperNet
 
+REPO = Path(__file__).resolve().parents[1]
 RES = 32
 ATOL = RTOL = 1e-4
 
@@ -140,3 +143,30 @@ def test_cli_process_exit_code(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "fastnas: error:" in proc.stderr
+
+
+def test_nb201_cell_export_round_trip(tmp_path):
+    """A cell of the NAS-Bench-201 space exports like any architecture: the string of the table, weights with
+    recalibrated BNs, ONNX, and the CIFAR normalisation the model was trained with."""
+    bundled = REPO / "data" / "imagenette-sample"
+    cfg = Config(space=SpaceConfig(type="nb201", resolution=RES, num_classes=10, cell_channels=4, cells_per_stage=1))
+    cfg.data.path = str(bundled)
+    cfg.data.normalization = "cifar"
+    torch.manual_seed(0)
+    net = randomize_bn(build_supernet(cfg.space))
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save({"model": net.state_dict(), "config": cfg.to_dict(), "step": 0}, ckpt)
+    cell = "|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"
+    out = tmp_path / "model"
+    assert main(["--arch", cell, "--supernet", str(ckpt), "--out", str(out), "data.calib_images=16"]) == 0
+    info = json.loads((out / "model.json").read_text())
+    assert info["arch"] == cell and info["input"]["mean"] == [0.4914, 0.4822, 0.4465]
+    model = load_exported(out)
+    x = torch.randn(2, 3, RES, RES)
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = session.run(None, {"images": x.numpy()})[0]
+    assert np.allclose(got, ref, atol=ATOL, rtol=RTOL)
+

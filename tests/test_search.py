@@ -17,7 +17,7 @@ TINY = ["space.resolution=32", "space.num_classes=10", "data.calib_images=40", "
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    cfg = load_config("configs/quickstart.yaml", TINY)
+    cfg = load_config("configs/quickstart_imagenette.yaml", TINY)
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("supernet") / "checkpoint.pt"
     save_checkpoint(path, {"model": SuperNet(cfg.space).state_dict(), "config": cfg.to_dict(), "step": 0})
@@ -25,8 +25,8 @@ def checkpoint(tmp_path_factory):
 
 
 def search(*args):
-    return subprocess.run([sys.executable, "-m", "fastnas.search", "--config", "configs/quickstart.yaml",
-                           *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "fastnas.search", "--config",
+                           "configs/quickstart_imagenette.yaml", *args], capture_output=True, text=True, timeout=600)
 
 
 def test_search_writes_every_output(checkpoint, tmp_path):

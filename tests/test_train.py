@@ -55,6 +55,24 @@ def test_fair_sampler_trains_every_choice_of_every_layer_exactly_once():
     assert paths == FairSampler(space, seed=0).paths(5)
 
 
+def test_excluded_choices_are_never_trained_and_the_rest_are():
+    """NB201 with exclude_choices=[none]: uniform and fair paths never contain `none`; every other op is trained."""
+    cfg = load_config(None, ["space.type=nb201", "space.resolution=32", "space.num_classes=10",
+                             "train.exclude_choices=[none]"])
+    from fastnas.spaces import build_space
+    space = build_space(cfg.space)
+    none = space.choices[0].index("none")
+    for sampler in (build_sampler(space, cfg.train),
+                    build_sampler(space, load_config(None, ["space.type=nb201", "train.sampler=fair",
+                                                            "train.exclude_choices=[none]"]).train)):
+        paths = [p for step in range(40) for p in sampler.paths(step)]
+        assert all(none not in p for p in paths)
+        for i in range(len(space)):
+            assert {p[i] for p in paths} == set(range(len(space.choices[i]))) - {none}
+    plain = UniformSampler(space, seed=0)                     # nothing excluded: the space's own sampling stream
+    assert plain.paths(3) == [space.sample(np.random.default_rng([0, 3]))]
+
+
 def test_macs_range_sampling_stays_in_range_and_rejects_impossible_ranges():
     space = MBConvSpace(load_config(None).space)
     costs = [space.cost(space.sample(np.random.default_rng(i))).macs for i in range(50)]
@@ -80,7 +98,7 @@ def _loader(cfg, rank=0, world_size=1, dtype=torch.float32):
 def test_off_path_weights_momentum_and_decay_untouched(tmp_path):
     """(d) After a step on path B, every weight and momentum buffer of choices only on path A is bitwise unchanged."""
     from fastnas.train import build_optimizer, train_step
-    cfg = load_config(REPO / "configs/quickstart.yaml", tiny(tmp_path))
+    cfg = load_config(REPO / "configs/quickstart_imagenette.yaml", tiny(tmp_path))
     torch.manual_seed(0)
     model = SuperNet(MBConvSpace(cfg.space)).to(memory_format=torch.channels_last).train()
     space = model.space
@@ -118,13 +136,13 @@ def test_two_process_torchrun_equals_one_process_with_both_batches(tmp_path, gra
     overrides = tiny(tmp_path / "ddp", f"train.max_steps={k}", "train.precision=fp32",
                      f"train.grad_sync={grad_sync}", "train.weight_decay=0.001")
     proc = subprocess.run([PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "fastnas.train", "--config", "configs/quickstart.yaml", *overrides],
+                           "-m", "fastnas.train", "--config", "configs/quickstart_imagenette.yaml", *overrides],
                           cwd=REPO, env=sub_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"grad sync {grad_sync}" in proc.stdout
     trained = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["model"]
 
-    cfg = load_config(REPO / "configs/quickstart.yaml", overrides)
+    cfg = load_config(REPO / "configs/quickstart_imagenette.yaml", overrides)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)             # as the ranks (OMP_NUM_THREADS=1): conv reductions depend on the split
     try:
@@ -159,7 +177,7 @@ def _reference_run(cfg, k: int) -> SuperNet:
 
 def test_non_finite_loss_skips_the_step_and_backs_off_the_fp16_scale(tmp_path):
     from fastnas.train import build_optimizer, train_step
-    cfg = load_config(REPO / "configs/quickstart.yaml", tiny(tmp_path))
+    cfg = load_config(REPO / "configs/quickstart_imagenette.yaml", tiny(tmp_path))
     torch.manual_seed(0)
     model = SuperNet(MBConvSpace(cfg.space)).to(memory_format=torch.channels_last).train()
     opt = build_optimizer(model, cfg.train, lr=0.5, device=torch.device("cpu"))
