@@ -11,7 +11,7 @@ one of its 15,625 cells alone, so both can be measured, through the machinery us
    held against `cifar10valid_valid` and `cifar10_test`: Kendall tau-b, Spearman rho, precision at
    the top 10 %, beside the zero-cost baseline "more parameters is better" on the same cells;
 3. search outcome: the genetic search (fastnas.evolution) with the `mfg`, `rea`, `random` and
-   `boltzmann` (lam = 0) selectors, `--search-seeds` seeds each at a budget of `--budget`
+   `boltzmann` selectors (`boltzmann` = the same MFG selector with lam = 0: the crowding term's ablation), `--search-seeds` seeds each at a budget of `--budget`
    evaluated cells, scored by the `cifar10_test` of the cell each returns. Fitness comes from
    one memo shared by all runs (same supernet, same images: the same number).
 
@@ -123,7 +123,7 @@ def run_search(name: str, space, fitness, cfg, seed: int, budget: int):
                         mutation="one_position", crossover_prob=0.0, max_evaluations=budget,
                         generations=10 ** 9, seed=seed)
     else:
-        selector = build_selector(s) if name == "mfg" else make_selector("boltzmann", tau=s.tau)
+        selector = build_selector(s) if name == "mfg" else make_selector("mfg", tau=s.tau, lam=0.0, relative=s.relative)
         evo = Evolution(space, fitness, selector, population=s.population, elites=s.elites,
                         mutation_prob=s.mutation_prob, crossover=s.crossover, crossover_prob=s.crossover_prob,
                         max_evaluations=budget, generations=10 ** 9, seed=seed)

@@ -126,6 +126,7 @@ class TrainConfig:
     sampler: Literal["uniform", "fair"] = "uniform"
     macs_range: list[float] = field(default_factory=list)   # [low, high] in MACs; empty = no constraint
     exclude_choices: list[str] = field(default_factory=list)  # choice names never trained, e.g. [none] (NB201)
+    choice_lr_scale: float = 1.0            # lr multiplier of the searchable choices' weights (trained on 1/k of the steps)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True
     ckpt_every: int = 500                   # steps
@@ -142,6 +143,7 @@ class TrainConfig:
         _check(where + ".max_steps", self.max_steps >= 0, "an integer >= 0")
         _check(where + ".warmup_steps", self.warmup_steps >= 0, "an integer >= 0")
         _check(where + ".lr", self.lr > 0, "a float > 0")
+        _check(where + ".choice_lr_scale", self.choice_lr_scale > 0, "a float > 0")
         _check(where + ".momentum", 0 <= self.momentum < 1, "a float in [0, 1)")
         _check(where + ".weight_decay", self.weight_decay >= 0, "a float >= 0")
         _check(where + ".label_smoothing", 0.0 <= self.label_smoothing < 1.0, "a float in [0, 1)")
@@ -181,6 +183,7 @@ class SearchConfig:
     selector: str = "mfg"
     tau: float = 0.5                        # MFG temperature (fitness units: top-1 %)
     lam: float = 1.0                        # MFG crowding price
+    relative: bool = False                  # tau and lam in units of the pool's fitness std (any fitness scale)
     target_diversity: float = 0.0           # > 0: lam set per generation by bisection so that parents differ
                                             # in at least this share of layers (lam is the starting guess)
     mutation_prob: float = 0.1

@@ -60,7 +60,7 @@ def parse_args(argv):
 
 def build_selector(s):
     from fastnas.selection import make_selector
-    mfg = dict(tau=s.tau, lam=s.lam, target_diversity=s.target_diversity or None)
+    mfg = dict(tau=s.tau, lam=s.lam, target_diversity=s.target_diversity or None, relative=s.relative)
     kwargs = {"mfg": mfg, "boltzmann": dict(tau=s.tau)}.get(s.selector, {})
     try:
         return make_selector(s.selector, **kwargs)

@@ -85,10 +85,21 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float, device: torch.device) -> torch.optim.SGD:
-    """SGD with Nesterov momentum; no weight decay on BN and bias (1-D) parameters; fused on CUDA."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """SGD with Nesterov momentum; no weight decay on BN and bias (1-D) parameters; fused on CUDA.
+
+    With `train.choice_lr_scale` != 1, the searchable choices' parameters (all but a supernet's
+    `fixed_parameters()`: stem, reductions, head) learn at lr x that scale: each choice is trained on
+    only a fraction of the steps, while the fixed layers are trained on every step.
+    """
+    fixed = {id(p) for p in model.fixed_parameters()} if hasattr(model, "fixed_parameters") else None
+    split = fixed is not None and cfg.choice_lr_scale != 1.0
+    groups = []
+    for choice in ((False, True) if split else (False,)):
+        for decay in (True, False):
+            params = [p for p in model.parameters()
+                      if (p.ndim > 1) == decay and (not split or (id(p) not in fixed) == choice)]
+            groups.append({"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
+                           "lr": lr * (cfg.choice_lr_scale if choice else 1.0)})
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **fast)
 

@@ -220,3 +220,20 @@ def test_resume_with_another_world_size_is_refused(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert "was written by 2 processes, this run has 1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_choice_lr_scale_speeds_up_only_the_searchable_choices():
+    from fastnas.spaces import build_supernet
+    from fastnas.train import build_optimizer
+    for space_type in ("nb201", "mbconv"):
+        cfg = load_config(None, [f"space.type={space_type}", "space.resolution=32", "train.choice_lr_scale=4"])
+        net = build_supernet(cfg.space)
+        opt = build_optimizer(net, cfg.train, 0.1, torch.device("cpu"))
+        fixed = {id(p) for p in net.fixed_parameters()}
+        seen = [id(p) for g in opt.param_groups for p in g["params"]]
+        assert sorted(seen) == sorted(id(p) for p in net.parameters())            # each parameter once
+        for g in opt.param_groups:
+            assert all((id(p) in fixed) == (g["lr"] == pytest.approx(0.1)) for p in g["params"])
+            assert all((g["lr"] == pytest.approx(0.4)) != (id(p) in fixed) for p in g["params"])
+    plain = build_optimizer(net, load_config(None).train, 0.1, torch.device("cpu"))
+    assert len(plain.param_groups) == 2                  # unchanged layout: older checkpoints resume

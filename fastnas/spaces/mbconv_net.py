@@ -142,6 +142,11 @@ class SuperNet(_Trunk):
         for m in self.path_modules(arch):
             yield from m.parameters()
 
+    def fixed_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters every path trains (stem, first block, head), as opposed to the layers' choices."""
+        for m in (self.stem, self.first, self.head):
+            yield from m.parameters()
+
     def subnet(self, arch: Sequence[int]) -> "SubNet":
         """A standalone copy of the path `arch`: same weights, same BN statistics, same outputs."""
         arch = self.space.validate(arch)

@@ -157,6 +157,11 @@ class NB201SuperNet(_Trunk):
         for m in self.path_modules(arch):
             yield from m.parameters()
 
+    def fixed_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters every path trains (stem, reductions, head), as opposed to the cells' choices."""
+        for m in self._fixed_modules():
+            yield from m.parameters()
+
     def subnet(self, arch: Sequence[int]) -> "NB201SubNet":
         """A standalone copy of the path `arch`: same weights, same BN statistics, same outputs."""
         arch = self.space.validate(arch)
