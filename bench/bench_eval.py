@@ -120,7 +120,7 @@ def timed(fn):
 @cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=str(REPO / "configs" / "quickstart.yaml"))
+    p.add_argument("--config", default=str(REPO / "configs" / "quickstart_imagenette.yaml"))
     p.add_argument("--checkpoint", help="supernet checkpoint (default: the config's eval.checkpoint)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--quick", action="store_true", help="few candidates and images: a smoke run")

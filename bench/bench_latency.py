@@ -5,7 +5,7 @@ fastnas.latency's BlockMeter and measure N random standalone subnets end to end 
 timer, batch size, threads and precision, and compare. Table rounds and whole-network forwards are
 interleaved, round by round, so that load from other processes falls on both alike.
 
-    python bench/bench_latency.py --config configs/quickstart.yaml --resolutions 128 224 --json out.json
+    python bench/bench_latency.py --config configs/quickstart_imagenette.yaml --resolutions 128 224 --json out.json
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def run(space_cfg, *, device, batch_size, precision, methods, n_archs, warmup, r
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="configs/quickstart.yaml")
+    p.add_argument("--config", default="configs/quickstart_imagenette.yaml")
     p.add_argument("--resolutions", type=int, nargs="+", default=None, help="default: the config's")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--batch-size", type=int, default=1)

@@ -40,7 +40,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 # Evaluation speed does not depend on trained weights: without a trained quickstart supernet, time a
 # freshly initialised one (same file format as fastnas.train writes).
-CKPT="runs/quickstart/supernet/checkpoint.pt"
+CKPT="runs/quickstart_imagenette/supernet/checkpoint.pt"
 if [[ ! -f "$CKPT" ]]; then
     CKPT="$WORK/supernet.pt"
     "$PY" -c "
@@ -48,7 +48,7 @@ import sys
 from fastnas.checkpoint import save_checkpoint
 from fastnas.config import load_config
 from fastnas.spaces import build_supernet
-cfg = load_config('configs/quickstart.yaml')
+cfg = load_config('configs/quickstart_imagenette.yaml')
 save_checkpoint(sys.argv[1], {'model': build_supernet(cfg.space).state_dict(), 'config': cfg.to_dict(), 'step': 0})
 " "$CKPT" || echo "gpu_check: could not write a stand-in supernet checkpoint" >&2
 fi

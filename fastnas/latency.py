@@ -15,7 +15,7 @@ Two ways to time a block (`--method`):
 bench/bench_latency.py compares both against measured whole networks, timing table rounds and
 whole networks interleaved so that load from other processes falls on both alike.
 
-    python -m fastnas.latency --device cpu --config configs/quickstart.yaml --out runs/lut.json
+    python -m fastnas.latency --device cpu --config configs/quickstart_imagenette.yaml --out runs/lut.json
     table = LatencyTable.load("runs/lut.json", space_cfg)     # raises if built for another space
     table.predict(arch)              # ms
     table.ms, table.fixed_ms         # (L, C) array (inf where a choice is not offered), float
