@@ -67,15 +67,19 @@ class Head(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """torchvision MobileNetV2's initialisation, plus a zero last-BN scale in residual MBConvs.
+    """MobileNet initialisation (TF/timm form), plus a zero last-BN scale in residual MBConvs.
 
+    Conv fan-out counts one group's outputs, as TF and timm do: torch's plain `fan_out` mode
+    counts all of a depthwise conv's channels, which makes its weights sqrt(channels) times too
+    small, and under BN a small weight means a large effective step (measured: random paths
+    learn with the grouped fan-out at a step size where they did not before).
     The zero scale starts every residual block as the identity, so a randomly sampled deep path
-    trains like a shallow network at first (Goyal et al. 2017's zero-init residual); a supernet
-    whose paths change every step learns much sooner with it.
+    trains like a shallow network at first (Goyal et al. 2017's zero-init residual).
     """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            fan_out = m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
@@ -85,6 +89,38 @@ def init_weights(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, MBConv) and m.residual:
             nn.init.zeros_(m.body[-1][1].weight)
+
+
+@torch.no_grad()
+def align_choices(blocks: Sequence[nn.Module]) -> None:
+    """Start every MBConv choice of one layer as the same function as its smallest one.
+
+    The smallest block's weights are embedded in each larger one: its expand rows and BN entries
+    copied, its depthwise kernel zero-padded to the larger kernel, and the extra hidden channels
+    cut off by zero project columns. Independently initialised choices pull the shared stem and
+    head towards different features, and a single-path supernet whose path changes every step
+    then stays near chance; aligned choices start in agreement and diverge only as far as
+    training drives them (measured in bench/RESULTS.md, "MBConv supernet recipe").
+    """
+    mbconvs = [b for b in blocks if isinstance(b, MBConv) and len(b.body) == 3]
+    if len(mbconvs) < 2:
+        return
+    ref = min(mbconvs, key=lambda b: (b.body[1][0].out_channels, b.body[1][0].kernel_size[0]))
+    (r_exp, r_exp_bn), (r_dw, r_dw_bn), (r_proj, r_proj_bn) = ((s[0], s[1]) for s in ref.body)
+    h, k = r_dw.out_channels, r_dw.kernel_size[0]
+    for block in mbconvs:
+        if block is ref:
+            continue
+        (exp, exp_bn), (dw, dw_bn), (proj, proj_bn) = ((s[0], s[1]) for s in block.body)
+        o = (dw.kernel_size[0] - k) // 2
+        exp.weight[:h] = r_exp.weight
+        dw.weight[:h] = 0.0
+        dw.weight[:h, :, o:o + k, o:o + k] = r_dw.weight
+        proj.weight.zero_()
+        proj.weight[:, :h] = r_proj.weight
+        for bn, r_bn, rows in ((exp_bn, r_exp_bn, h), (dw_bn, r_dw_bn, h), (proj_bn, r_proj_bn, None)):
+            bn.weight[:rows] = r_bn.weight
+            bn.bias[:rows] = r_bn.bias
 
 
 class _Trunk(nn.Module):
@@ -116,6 +152,8 @@ class SuperNet(_Trunk):
                           for name in l.choices)
             for l in self.space.layers)
         init_weights(self)
+        for blocks in self.layers:
+            align_choices(blocks)
 
     def forward(self, x: torch.Tensor, arch: Sequence[int]) -> torch.Tensor:
         x = self.forward_stem(x)
