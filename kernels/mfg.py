@@ -15,7 +15,14 @@ Iteration (one evaluation of G per step, exploitability E(p) = tau KL(p || G(p))
   * log damping (safe default): log p <- (1 - b) log p + b log G(p), b = tau / (tau + lam max K);
   * local step (`fast`): p <- (1 - a) p + a G(p), a = 2 / (2 + rho) with rho an upper bound of the
     spectral radius of (lam / tau)(diag p - p p^T) K at the iterate; falls back to log damping for
-    the rest of the solve as soon as E rises.
+    the rest of the solve as soon as E rises;
+  * dual Newton, when the local step stalls (E not halved within STALL_WINDOW steps: at
+    lam >= 1e4 tau the bound shrinks a towards tau / lam, and log damping's b = tau / (tau + lam) is
+    as slow). With K = X X^T / L the equilibrium is p(y) = softmax(log nu + (g - X y) / tau) at the
+    minimiser y* = lam X^T p* / L of the convex dual
+        Psi(y) = L / (2 lam) |y|^2 + tau log sum_i nu_i exp((g_i - x_i.y) / tau),
+    whose Newton steps (D = sum of choices unknowns, a D x D Cholesky, Armijo backtracking) converge
+    in a few dozen steps whatever lam / tau. Dense similarities keep log damping.
 A start p0 with zeros on admissible candidates (a warm start from another population) takes one
 plain step p <- G(p0) first, since log damping cannot leave log p = -inf. tol < 0 runs max_iter steps.
 """
@@ -29,6 +36,11 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # Layers are grouped into joint histograms of up to N / 8 bins: (7 x 7 at N = 1000, 7^3 at N = 5000):
 # the per-solve table work stays small next to the per-candidate lookups it saves.
 JOINT_BINS_PER_CANDIDATE = 8
+# The local step must halve E every STALL_WINDOW steps, else the dual Newton solve takes over.
+# Measured (N = 30-1000, L = 6-21, tau = 1): lam <= 1e3 tau keeps the local step (<= 2.4k steps,
+# <= 20 ms); at 1e4 it would take 10k-40k steps, and at 1e6 it never gets there; Newton needs ~100.
+STALL_WINDOW = 100
+STALL_FACTOR = 0.5
 
 
 @njit(cache=True)
@@ -209,6 +221,125 @@ def local_rate_bound(p, kp, hist, offsets, diag_k, dense, lam_over_tau):
     return lam_over_tau * max(bound, 0.0)
 
 
+@njit(cache=True)
+def dual_value(y, idx, g, log_nu, tau, lam, p, log_p):
+    """Psi(y) of the dual (module docstring); fills p = p(y) and log p. No fastmath: log nu may be -inf."""
+    n, n_layers = idx.shape
+    smax = -np.inf
+    for i in range(n):
+        if log_nu[i] == -np.inf:
+            log_p[i] = -np.inf
+            continue
+        xy = 0.0
+        for l in range(n_layers):
+            xy += y[idx[i, l]]
+        s = log_nu[i] + (g[i] - xy) / tau
+        log_p[i] = s
+        if s > smax:
+            smax = s
+    total = 0.0
+    for i in range(n):
+        p[i] = np.exp(log_p[i] - smax) if log_p[i] > -np.inf else 0.0
+        total += p[i]
+    lse = smax + np.log(total)
+    for i in range(n):
+        p[i] /= total
+        if log_p[i] > -np.inf:
+            log_p[i] -= lse
+    return n_layers / (2.0 * lam) * np.dot(y, y) + tau * lse
+
+
+@njit(cache=True)
+def cholesky_solve(a, b, out):
+    """out = a^-1 b for a symmetric positive definite a (overwritten by its Cholesky factor)."""
+    d = a.shape[0]
+    for j in range(d):
+        s = a[j, j]
+        for k in range(j):
+            s -= a[j, k] * a[j, k]
+        a[j, j] = np.sqrt(s)
+        for i in range(j + 1, d):
+            s = a[i, j]
+            for k in range(j):
+                s -= a[i, k] * a[j, k]
+            a[i, j] = s / a[j, j]
+    for i in range(d):
+        s = b[i]
+        for k in range(i):
+            s -= a[i, k] * out[k]
+        out[i] = s / a[i, i]
+    for i in range(d - 1, -1, -1):
+        s = out[i]
+        for k in range(i + 1, d):
+            s -= a[k, i] * out[k]
+        out[i] = s / a[i, i]
+
+
+@njit(cache=True)
+def dual_start(log_p, idx, g, log_nu, tau, y, gram, rhs):
+    """The y whose p(y) best explains the current iterate: least squares X y ~ g + tau (log nu - log p).
+
+    Not lam m / L: that is right only at the solution, and at large lam it amplifies the iterate's
+    error into a degenerate softmax that damped Newton then leaves only slowly.
+    """
+    n, n_layers = idx.shape
+    d = y.shape[0]
+    gram[:, :] = 0.0
+    rhs[:] = 0.0
+    for i in range(n):
+        if log_nu[i] == -np.inf or log_p[i] == -np.inf:
+            continue
+        r = g[i] + tau * (log_nu[i] - log_p[i])
+        for l1 in range(n_layers):
+            a = idx[i, l1]
+            rhs[a] += r
+            for l2 in range(n_layers):
+                gram[a, idx[i, l2]] += 1.0
+    for a in range(d):
+        gram[a, a] += 1e-9 * n  # bins no candidate uses, and the per-layer constant shifts
+    cholesky_solve(gram, rhs, y)
+
+
+@njit(cache=True)
+def dual_newton_step(y, idx, g, log_nu, tau, lam, p, log_p, hess, grad, step, y_try, p_try, log_p_try):
+    """One damped Newton step on the dual Psi from y (updated in place); leaves p = p(y), log p."""
+    n, n_layers = idx.shape
+    d = y.shape[0]
+    psi = dual_value(y, idx, g, log_nu, tau, lam, p, log_p)
+    m = np.zeros(d)  # X^T p: the per-layer histograms of p
+    hess[:, :] = 0.0
+    for i in range(n):
+        pi = p[i]
+        if pi == 0.0:
+            continue
+        for l1 in range(n_layers):
+            a = idx[i, l1]
+            m[a] += pi
+            for l2 in range(n_layers):
+                hess[a, idx[i, l2]] += pi
+    ridge = n_layers / lam
+    for a in range(d):
+        grad[a] = ridge * y[a] - m[a]
+        for c in range(d):
+            hess[a, c] = (hess[a, c] - m[a] * m[c]) / tau
+        hess[a, a] += ridge
+    for a in range(d):
+        grad[a] = -grad[a]
+    cholesky_solve(hess, grad, step)  # Newton direction
+    slope = -np.dot(grad, step)      # grad . step < 0 (grad holds -grad here)
+    t = 1.0
+    for _ in range(60):
+        for a in range(d):
+            y_try[a] = y[a] + t * step[a]
+        psi_try = dual_value(y_try, idx, g, log_nu, tau, lam, p_try, log_p_try)
+        if psi_try <= psi + 0.25 * t * slope or -slope < 1e-13 * max(1.0, abs(psi)):
+            break
+        t *= 0.5
+    y[:] = y_try
+    p[:] = p_try
+    log_p[:] = log_p_try
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def solve(idx, offsets, dense_k, g, log_nu, tau, lam, max_k, p0, tol, max_iter, fast):
     """Equilibrium from p0 (empty: softmax(log nu + g / tau)). Returns (p, iterations, exploitability of p)."""
@@ -242,6 +373,16 @@ def solve(idx, offsets, dense_k, g, log_nu, tau, lam, max_k, p0, tol, max_iter, 
     inv_tau = 1.0 / tau
     lam_over_tau = lam * inv_tau
     e_prev = np.inf
+    e_window = np.inf  # E at the start of the current stall window
+    newton = False
+    n_bins = offsets[n_layers]
+    y = np.zeros(n_bins)  # dual variable of the Newton phase
+    hess = np.empty((n_bins, n_bins))
+    grad = np.empty(n_bins)
+    step = np.empty(n_bins)
+    y_try = np.empty(n_bins)
+    p_try = np.empty(n)
+    log_p_try = np.empty(n)
     it = 0
     while True:
         similarity_times(p, jidx, members, n_layers, dense_k, joint, hist, table, kp)
@@ -266,12 +407,20 @@ def solve(idx, offsets, dense_k, g, log_nu, tau, lam, max_k, p0, tol, max_iter, 
         if e <= tol or it >= max_iter:
             break
 
+        if fast and it % STALL_WINDOW == 0:
+            if e > STALL_FACTOR * e_window and not dense and lam > 0.0:
+                fast = False  # the local step has stopped making progress
+                newton = True
+                dual_start(log_p, idx, g, log_nu, tau, y, hess, grad)
+            e_window = e
         if picard_first:
             picard_first = False
             inv_total = 1.0 / total
             for i in range(n):
                 p[i] = w[i] * inv_total
                 log_p[i] = log_g[i]
+        elif newton:
+            dual_newton_step(y, idx, g, log_nu, tau, lam, p, log_p, hess, grad, step, y_try, p_try, log_p_try)
         elif fast and e <= e_prev:
             rho = local_rate_bound(p, kp, hist, offsets, diag_k, dense, lam_over_tau)
             a = 2.0 / (2.0 + rho)

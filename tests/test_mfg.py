@@ -337,3 +337,24 @@ def test_warm_start_with_underflowed_zero_stays_finite():
     assert np.all(np.isfinite(eq.p)) and abs(eq.p.sum() - 1) < 1e-12
     ref = solve_equilibrium(codes, g, n_choices=5, tau=0.1, lam=3.0)
     assert np.abs(eq.p - ref.p).sum() < 1e-4
+
+
+@pytest.mark.parametrize("lam", [1e3, 1e4, 1e6])
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_large_lam_converges_to_tolerance(lam, seed):
+    """Regimes where the local step's bound shrinks its step to ~tau / lam (it stalled at E ~ 1e4 for
+    lam = 1e6 and log damping needed > 1e5 steps): the solver hands over to the dual Newton solve and
+    reaches the default tolerance with a p that is, checked in NumPy, a fixed point p = G(p)."""
+    codes, g = population(30, seed=seed, n_layers=6, n_choices=5, spread=2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EquilibriumConvergenceWarning)
+        eq = solve_equilibrium(codes, g, n_choices=5, tau=1.0, lam=lam)
+    assert eq.exploitability <= 1e-10 and eq.iters < 5000
+    log_nu = reference_measure(codes)
+    gp = softmax(log_nu + (g - lam * (ref.similarity_matrix(codes) @ eq.p)) / 1.0)
+    assert kl(eq.p, gp) <= 1e-9
+    # and it is the maximiser: no nearby mixture with the uniform distribution does better
+    phi = potential(codes, g, eq.p, 1.0, lam)
+    for eps in (1e-3, 1e-6):
+        q = (1 - eps) * eq.p + eps / 30
+        assert potential(codes, g, q, 1.0, lam) <= phi + 1e-9 * abs(phi)
