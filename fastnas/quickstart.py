@@ -1,6 +1,6 @@
 """The whole job on the bundled sample: supernet training -> evolutionary search -> export.
 
-    python -m fastnas.quickstart [--config configs/quickstart.yaml] [--nproc 2] [--fresh]
+    python -m fastnas.quickstart [--config configs/quickstart.yaml] [--nproc 2] [--fresh] [section.key=value ...]
     python -m fastnas.quickstart --config configs/quickstart_imagenette.yaml     # the MBConv/Imagenette one
 
 Each step is the real command a user would type (2-process torchrun for training), run one after
@@ -117,9 +117,10 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=str(REPO_ROOT / "configs" / "quickstart.yaml"))
     p.add_argument("--nproc", type=int, default=2, help="training processes (torchrun --nproc_per_node)")
     p.add_argument("--fresh", action="store_true", help="delete earlier quickstart outputs first")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="passed to every step")
     args = p.parse_args(argv)
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.overrides)
     truth = _ground_truth(cfg)           # a bad table is an error now, not after the training
     if args.fresh:                       # only the folders this job writes, never their parents
         for folder in (cfg.train.run_dir, cfg.search.out_dir, _export_dir(cfg)):
@@ -132,11 +133,12 @@ def main(argv=None) -> int:
     # The training processes share the cores: an equal share of threads each, no oversubscription.
     threads = str(max(1, (os.cpu_count() or 2) // args.nproc))
     _run("1/3 train the supernet", [py, "-m", "torch.distributed.run", "--standalone",
-                                     f"--nproc_per_node={args.nproc}", "-m", "fastnas.train", "--config", args.config],
+                                     f"--nproc_per_node={args.nproc}", "-m", "fastnas.train", "--config", args.config,
+                                     *args.overrides],
          env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)})
-    _run("2/3 search", [py, "-m", "fastnas.search", "--config", args.config])
+    _run("2/3 search", [py, "-m", "fastnas.search", "--config", args.config, *args.overrides])
     _run("3/3 export", [py, "-m", "fastnas.export", "--arch", str(best), "--supernet", cfg.eval.checkpoint,
-                        "--out", str(export_dir)])
+                        "--out", str(export_dir), "--config", args.config, *args.overrides])
     wall_s = time.perf_counter() - start
     search_dir = Path(cfg.search.out_dir)
     outputs = [("supernet checkpoint", cfg.eval.checkpoint),
