@@ -123,7 +123,8 @@ def run_search(name: str, space, fitness, cfg, seed: int, budget: int):
                         mutation="one_position", crossover_prob=0.0, max_evaluations=budget,
                         generations=10 ** 9, seed=seed)
     else:
-        selector = build_selector(s) if name == "mfg" else make_selector("mfg", tau=s.tau, lam=0.0, relative=s.relative)
+        lam0 = dict(tau=s.tau or None, lam=0.0, spread_share=s.spread_share)      # boltzmann: the rule's tau, lam 0
+        selector = build_selector(s) if name == "mfg" else make_selector("mfg", **lam0)
         evo = Evolution(space, fitness, selector, population=s.population, elites=s.elites,
                         mutation_prob=s.mutation_prob, crossover=s.crossover, crossover_prob=s.crossover_prob,
                         max_evaluations=budget, generations=10 ** 9, seed=seed)

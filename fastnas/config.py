@@ -17,6 +17,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from fastnas.errors import UserError
+from fastnas.selection import DEFAULT_SPREAD_SHARE, DEFAULT_TARGET_DIVERSITY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -181,11 +182,13 @@ class SearchConfig:
     generations: int = 20
     population: int = 50
     selector: str = "mfg"
-    tau: float = 0.5                        # MFG temperature (fitness units: top-1 %)
-    lam: float = 1.0                        # MFG crowding price
-    relative: bool = False                  # tau and lam in units of the pool's fitness std (any fitness scale)
-    target_diversity: float = 0.0           # > 0: lam set per generation by bisection so that parents differ
-                                            # in at least this share of layers (lam is the starting guess)
+    # MFG selection. The default rule (tau 0, target_diversity > 0) needs no tuning per dataset: each
+    # generation tau = sqrt(fitness SE^2 + (spread_share x the pool's robust fitness spread)^2) and lam
+    # is the smallest crowding price that keeps the parents' diversity >= target_diversity.
+    tau: float = 0.0                        # 0: the default rule; > 0: a fixed temperature (fitness units)
+    lam: float = 1.0                        # fixed crowding price, used when target_diversity is 0
+    target_diversity: float = DEFAULT_TARGET_DIVERSITY   # share of layers in which two parents differ
+    spread_share: float = DEFAULT_SPREAD_SHARE
     mutation_prob: float = 0.1
     crossover: Literal["uniform", "single_point"] = "uniform"
     crossover_prob: float = 0.5
@@ -204,7 +207,8 @@ class SearchConfig:
     def validate(self, where: str) -> None:
         _check(where + ".generations", self.generations >= 1, "an integer >= 1")
         _check(where + ".population", self.population >= 2, "an integer >= 2")
-        _check(where + ".tau", self.tau > 0, "a float > 0")
+        _check(where + ".tau", self.tau >= 0, "a float >= 0 (0: the default rule)")
+        _check(where + ".spread_share", self.spread_share > 0, "a float > 0")
         _check(where + ".lam", self.lam >= 0, "a float >= 0")
         _check(where + ".target_diversity", 0 <= self.target_diversity < 1, "a float in [0, 1)")
         _check(where + ".mutation_prob", 0 <= self.mutation_prob <= 1, "a float in [0, 1]")

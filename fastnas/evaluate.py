@@ -52,6 +52,8 @@ class Result(NamedTuple):
     top1: float          # percent
     top5: float          # percent
     loss: float          # mean cross-entropy
+    loss_std: float = 0.0  # standard deviation of the per-image cross-entropy
+    n: int = 0           # validation images
 
 
 class EvalMemoryError(UserError):
@@ -61,6 +63,17 @@ class EvalMemoryError(UserError):
 def fitness_of(result: Result, kind: str = "top1") -> float:
     """The number a search maximises (`eval.fitness`): top-1 %, or minus the mean cross-entropy."""
     return result.top1 if kind == "top1" else -result.loss
+
+
+def fitness_standard_error(result: Result, kind: str = "top1") -> float:
+    """Standard error of `fitness_of(result, kind)` from the finite validation set: binomial for
+    top-1 (in points), the per-image spread over sqrt(n) for the loss; 0 when n is unknown."""
+    if result.n < 1:
+        return 0.0
+    if kind == "top1":
+        p = result.top1 / 100.0
+        return 100.0 * (p * (1.0 - p) / result.n) ** 0.5
+    return result.loss_std / result.n ** 0.5
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -96,7 +109,7 @@ class _Score:
     """Running top-1 / top-5 counts and summed cross-entropy over validation chunks."""
 
     def __init__(self):
-        self.top1 = self.top5 = self.loss = 0.0
+        self.top1 = self.top5 = self.loss = self.loss_sq = 0.0
         self.n = 0
 
     def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -105,11 +118,15 @@ class _Score:
         hit = logits.topk(k, dim=1).indices == labels[:, None]
         self.top1 += hit[:, 0].sum().item()
         self.top5 += hit.any(dim=1).sum().item()
-        self.loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        per_image = F.cross_entropy(logits, labels, reduction="none").double()
+        self.loss += per_image.sum().item()
+        self.loss_sq += per_image.square().sum().item()
         self.n += labels.numel()
 
     def result(self) -> Result:
-        return Result(100.0 * self.top1 / self.n, 100.0 * self.top5 / self.n, self.loss / self.n)
+        mean = self.loss / self.n
+        std = max(self.loss_sq / self.n - mean * mean, 0.0) ** 0.5
+        return Result(100.0 * self.top1 / self.n, 100.0 * self.top5 / self.n, mean, std, self.n)
 
 
 class _LRUCache:

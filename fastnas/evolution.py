@@ -206,7 +206,8 @@ class Evolution:
                  crossover: str = "uniform", crossover_prob: float = 0.5,
                  constraints: Optional[Constraints] = None, max_retries: int = 1000, seed: int = 0,
                  state_path: Optional[str | os.PathLike] = None, resume: bool = True, save_state: bool = True,
-                 on_generation: Optional[Callable[[GenerationStats], None]] = None):
+                 on_generation: Optional[Callable[[GenerationStats], None]] = None,
+                 fitness_se: float | Callable[[], float] = 0.0):
         if population < 1:
             raise ValueError("population must be >= 1")
         if not 0 <= elites < population:
@@ -216,6 +217,9 @@ class Evolution:
         if crossover not in ("uniform", "single_point"):
             raise ValueError(f"crossover {crossover!r}: allowed uniform, single_point")
         self.space, self.evaluate, self.selector = space, evaluate, selector
+        # Standard error of one fitness value (or a function giving the current estimate): noise-aware
+        # selectors (MFG) see its square as the pool's variance.
+        self.fitness_se = fitness_se if callable(fitness_se) else float(fitness_se)
         self.population_size, self.generations = int(population), int(generations)
         self.max_evaluations = max_evaluations
         self.elites = int(elites)
@@ -345,8 +349,12 @@ class Evolution:
                 self.best = cand
         return fitness
 
-    def _pool(self) -> Pool:
-        return Pool(np.array(self.pop, dtype=np.int64), np.array(self.fit), np.array(self.birth), self.n_choices)
+    def _pool(self, codes=None, fitness=None, birth=None) -> Pool:
+        fitness = np.array(self.fit if fitness is None else fitness)
+        se = self.fitness_se() if callable(self.fitness_se) else self.fitness_se
+        variance = np.full(len(fitness), se ** 2) if se > 0 else None
+        return Pool(np.array(self.pop if codes is None else codes, dtype=np.int64), fitness,
+                    np.array(self.birth if birth is None else birth), self.n_choices, variance)
 
     def step(self) -> GenerationStats:
         """Run one generation (the initial population first) and save the state."""
@@ -368,8 +376,8 @@ class Evolution:
                 self.exhausted = True
             first = len(self.history)
             fitness = self._score(children, g)
-            merged = Pool(np.array(self.pop + children, dtype=np.int64), np.array(self.fit + fitness),
-                          np.array(self.birth + list(range(first, first + len(children)))), self.n_choices)
+            merged = self._pool(self.pop + children, self.fit + fitness,
+                                self.birth + list(range(first, first + len(children))))
             keep = self.selector.survivors(merged, self.population_size, self.elites)
             everyone, scores, births = self.pop + children, self.fit + fitness, merged.birth.tolist()
             self.pop = [everyone[i] for i in keep]

@@ -7,9 +7,11 @@ Phi(p) = g.p - (lam/2) p^T K p - tau KL(p || nu). Specification: ../shared/desig
 
     eq = solve_equilibrium(codes, g, n_choices=7, tau=0.5, lam=2.0)
     eq.p, eq.iters, eq.exploitability
+    lam, eq = lam_for_diversity(codes, g, n_choices=7, tau=0.5, target=0.3)
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -22,6 +24,9 @@ from fastnas.kernels import mfg as _kernels
 
 _NO_MATRIX = np.zeros((0, 0))  # kernel argument: no dense similarity, use the histograms
 _NO_START = np.zeros(0)  # kernel argument: cold start
+# lam / tau never exceeds this in lam_for_diversity: beyond it the crowding price outweighs any fitness
+# difference up to 1000 tau, i.e. p* is already the population's most diverse selection.
+LAM_CAP = 1e3
 
 
 class EquilibriumInputError(UserError, ValueError):
@@ -57,13 +62,34 @@ def effective_fitness(f: np.ndarray, var: np.ndarray | None, tau: float) -> np.n
     return f.copy() if var is None else f - np.asarray(var, dtype=np.float64) / (2.0 * tau)
 
 
-def mean_parent_distance(codes: np.ndarray, p: np.ndarray, n_choices: int | Sequence[int]) -> float:
-    """Expected Hamming distance between two parents drawn independently from p: L (1 - p^T K p)."""
+def parent_diversity(codes: np.ndarray, p: np.ndarray, n_choices: int | Sequence[int]) -> float:
+    """Share of positions at which two parents drawn independently from p differ: 1 - p^T K p.
+
+    The one diversity unit of fastnas (selection, the search's progress line, its state, README):
+    0 when every parent is the same architecture, at most 1 - 1/C with C choices per position.
+    """
     idx, offsets = _bin_index(np.asarray(codes), n_choices)
     hist = np.bincount(idx.ravel(), weights=np.repeat(np.asarray(p, np.float64), idx.shape[1]),
                        minlength=int(offsets[-1]))
-    n_layers = idx.shape[1]
-    return float(n_layers - np.dot(hist, hist))  # p^T K p = |hist|^2 / L
+    return float(1.0 - np.dot(hist, hist) / idx.shape[1])  # p^T K p = |hist|^2 / L
+
+
+def auto_temperature(f: np.ndarray, variance: np.ndarray | None, spread_share: float) -> float:
+    """The default rule's tau: sqrt(noise variance + (spread_share x the pool's fitness spread)^2).
+
+    Noise: the mean of the fitness variances the search knows (a top-1's binomial standard error
+    squared; 0 for an exact table): selection sharper than the noise chases lucky draws. Spread: the
+    median absolute deviation (x 1.4826, a standard deviation for Gaussian data): robust to the few
+    collapsed architectures of a random population that make its standard deviation large early on.
+    Fitness units in, fitness units out, so it carries over between datasets and fitness scales.
+    """
+    f = np.asarray(f, dtype=np.float64)
+    noise = float(np.mean(variance)) if variance is not None else 0.0
+    spread = 1.4826 * float(np.median(np.abs(f - np.median(f))))
+    if spread == 0.0:
+        spread = float(np.std(f))
+    tau = math.sqrt(noise + (spread_share * spread) ** 2)
+    return tau if tau > 0 else 1.0
 
 
 def warm_start(prev_codes: np.ndarray, prev_p: np.ndarray, codes: np.ndarray) -> np.ndarray | None:
@@ -162,42 +188,39 @@ def solve_equilibrium(codes: np.ndarray | None, g: np.ndarray, *, n_choices: int
 
 
 def lam_for_diversity(codes: np.ndarray, g: np.ndarray, *, n_choices: int | Sequence[int], tau: float,
-                      target_distance: float, log_nu: np.ndarray | None = None, lam_max: float = 1e4,
-                      rtol: float = 1e-3, tol: float = 1e-10) -> tuple[float, Equilibrium]:
-    """Smallest lam (to rtol) whose equilibrium has mean parent Hamming distance >= target_distance.
+                      target: float, log_nu: np.ndarray | None = None, p0: np.ndarray | None = None,
+                      lam_start: float | None = None, rtol: float = 1e-2,
+                      tol: float = 1e-10) -> tuple[float, Equilibrium]:
+    """Smallest lam (to rtol) whose equilibrium has parent diversity >= target, with lam <= LAM_CAP tau.
 
-    The distance L (1 - p*^T K p*) does not decrease with lam, so bisection applies. Returns
-    (lam, equilibrium at lam); lam = 0 when Boltzmann selection is already diverse enough, lam_max
-    (with a warning) when the target is out of reach.
+    Diversity 1 - p*^T K p* does not decrease with lam, so bisection applies: the bracket grows by
+    doubling from lam_start (default tau; a search passes the previous generation's lam), then halves.
+    Returns (lam, equilibrium at lam): lam = 0 when Boltzmann selection is diverse enough already;
+    lam = LAM_CAP tau when the population cannot reach the target (its most diverse selection; in a
+    converged population that is routine, so no warning).
     """
-    codes = np.asarray(codes)
-    choices = np.broadcast_to(np.asarray(n_choices, dtype=np.float64), (codes.shape[-1],))
-    ceiling = float(np.sum(1.0 - 1.0 / choices))  # every layer's choices equally likely among parents
-    if target_distance > ceiling:
-        raise EquilibriumInputError(f"target parent distance {target_distance:g} exceeds the largest possible, "
-                                    f"{ceiling:g} (L - sum_l 1/C_l)")
+    if not 0.0 <= target < 1.0:
+        raise EquilibriumInputError(f"target parent diversity must be in [0, 1), got {target}")
+    cap = LAM_CAP * tau
 
-    def solve(lam, p0=None):
-        eq = solve_equilibrium(codes, g, n_choices=n_choices, tau=tau, lam=lam, log_nu=log_nu,
-                               p0=p0, tol=tol)
-        return eq, mean_parent_distance(codes, eq.p, n_choices)
+    def solve(lam, start):
+        eq = solve_equilibrium(codes, g, n_choices=n_choices, tau=tau, lam=lam, log_nu=log_nu, p0=start, tol=tol)
+        return eq, parent_diversity(codes, eq.p, n_choices)
 
-    eq, dist = solve(0.0)
-    if dist >= target_distance:
-        return 0.0, eq
-    lo, hi = 0.0, tau
-    eq_hi, dist_hi = solve(hi, eq.p)
-    while dist_hi < target_distance:
-        if hi >= lam_max:
-            warnings.warn(f"mean parent distance {dist_hi:.3f} < target {target_distance:.3f} even at "
-                          f"lam = {lam_max:g}", RuntimeWarning, stacklevel=2)
+    eq0, div0 = solve(0.0, p0)
+    if div0 >= target:
+        return 0.0, eq0
+    lo, hi = 0.0, min(max(lam_start or tau, 1e-6 * tau), cap)
+    eq_hi, div_hi = solve(hi, eq0.p)
+    while div_hi < target:
+        if hi >= cap:
             return float(hi), eq_hi
-        lo, hi = hi, min(2.0 * hi, lam_max)
-        eq_hi, dist_hi = solve(hi, eq_hi.p)
+        lo, hi = hi, min(2.0 * hi, cap)
+        eq_hi, div_hi = solve(hi, eq_hi.p)
     while hi - lo > rtol * hi:
         mid = 0.5 * (lo + hi)
-        eq_mid, dist_mid = solve(mid, eq_hi.p)
-        if dist_mid >= target_distance:
+        eq_mid, div_mid = solve(mid, eq_hi.p)
+        if div_mid >= target:
             hi, eq_hi = mid, eq_mid
         else:
             lo = mid

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -60,8 +61,9 @@ def parse_args(argv):
 
 def build_selector(s):
     from fastnas.selection import make_selector
-    mfg = dict(tau=s.tau, lam=s.lam, target_diversity=s.target_diversity or None, relative=s.relative)
-    kwargs = {"mfg": mfg, "boltzmann": dict(tau=s.tau)}.get(s.selector, {})
+    mfg = dict(tau=s.tau or None, lam=None if s.target_diversity else s.lam,
+               target_diversity=s.target_diversity or None, spread_share=s.spread_share)
+    kwargs = {"mfg": mfg, "boltzmann": dict(tau=s.tau) if s.tau else {}}.get(s.selector, {})
     try:
         return make_selector(s.selector, **kwargs)
     except ValueError as e:
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
     s = cfg.search
 
     from fastnas.dist import cleanup, init_distributed, print0
-    from fastnas.evaluate import build_evaluator, fitness_of
+    from fastnas.evaluate import Result, build_evaluator, fitness_of, fitness_standard_error
     from fastnas.evolution import Evolution
     from fastnas.evolution import write_json_atomic
     from fastnas.report import fitness_label
@@ -150,10 +152,15 @@ def main(argv=None) -> int:
         progress_path = out / "progress.json"       # per-generation numbers, kept across resumes
         records = [] if args.fresh else load_progress(progress_path)
 
+        # Standard error of every fitness seen (from the validation set's size and spread), rebuilt on resume:
+        # the MFG default rule's temperature follows it.
+        noise = {k: fitness_standard_error(Result(*m), cfg.eval.fitness) for k, m in metrics.items() if len(m) == 5}
+
         def fitness(archs):
             results = evaluator.evaluate(archs)
             for a, r in zip(archs, results):
-                metrics[space.to_string(a)] = [r.top1, r.top5, r.loss]
+                metrics[space.to_string(a)] = [r.top1, r.top5, r.loss, r.loss_std, r.n]
+                noise[space.to_string(a)] = fitness_standard_error(r, cfg.eval.fitness)
             if env.is_main:                         # before the generation's state.json: never behind it
                 write_json_atomic(metrics_path, metrics)
             return [fitness_of(r, cfg.eval.fitness) for r in results]
@@ -177,7 +184,8 @@ def main(argv=None) -> int:
                         elites=s.elites, mutation_prob=s.mutation_prob, crossover=s.crossover,
                         crossover_prob=s.crossover_prob, constraints=constraints, max_retries=s.max_retries,
                         seed=s.seed, state_path=out / "state.json", resume=not args.fresh,
-                        save_state=env.is_main, on_generation=progress)
+                        save_state=env.is_main, on_generation=progress,
+                        fitness_se=lambda: math.sqrt(sum(v * v for v in noise.values()) / max(len(noise), 1)))
         result = evo.run()
         if env.is_main:
             write_json_atomic(metrics_path, metrics)
@@ -208,7 +216,7 @@ def write_outputs(out: Path, space, result, metrics: dict, latency=None, truth=N
     for c in result.history:
         name = space.to_string(c.arch)
         macs, params = space.cost(c.arch)
-        top1, top5, loss = metrics.get(name, [c.fitness, None, None])
+        top1, top5, loss = metrics.get(name, [c.fitness, None, None])[:3]
         row = {"generation": c.generation, "arch": name, "fitness": round(c.fitness, 5), "top1": round(top1, 4),
                "top5": None if top5 is None else round(top5, 4), "loss": None if loss is None else round(loss, 5),
                "macs": macs, "params": params}
@@ -228,7 +236,7 @@ def write_outputs(out: Path, space, result, metrics: dict, latency=None, truth=N
 
     best = space.to_string(result.best_arch)
     macs, params = space.cost(result.best_arch)
-    top1, top5, loss = metrics.get(best, [result.best_fitness, None, None])
+    top1, top5, loss = metrics.get(best, [result.best_fitness, None, None])[:3]
     summary = {"arch": best, "encoding": list(result.best_arch), "top1": top1, "top5": top5, "loss": loss,
                "macs": macs, "params": params, "resolution": space.cfg.resolution,
                "evaluated": len(rows), "generations": result.generations}

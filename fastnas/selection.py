@@ -28,6 +28,9 @@ from typing import Optional
 import numpy as np
 
 SURVIVAL = ("age", "fitness")
+# The MFG selector's default rule (see MFGSelector; measured in bench/RESULTS.md, "noisy fitness").
+DEFAULT_TARGET_DIVERSITY = 0.2
+DEFAULT_SPREAD_SHARE = 0.03
 
 
 @dataclass
@@ -98,21 +101,9 @@ def survive(policy: str, fitness: np.ndarray, birth: np.ndarray, size: int, elit
     return keep[np.argsort(birth[keep], kind="stable")]
 
 
-def mean_hamming(codes: np.ndarray, n_choices: int, weights: Optional[np.ndarray] = None) -> float:
-    """Mean share of differing positions between two members drawn independently from `weights`
-    (uniform over rows if None) = 1 - p^T K p, computed through per-position histograms."""
-    codes = np.asarray(codes, dtype=np.int64)
-    n, L = codes.shape
-    p = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, float) / np.sum(weights)
-    same = 0.0
-    for l in range(L):
-        h = np.bincount(codes[:, l], weights=p, minlength=n_choices)
-        same += float(h @ h)
-    return 1.0 - same / L
-
-
 def pairwise_diversity(codes: np.ndarray, n_choices: int) -> float:
-    """Mean Hamming share over distinct pairs of rows (i != j) of a multiset, e.g. drawn parents."""
+    """Mean Hamming share over distinct pairs of rows (i != j) of a multiset, e.g. drawn parents: the
+    realised value of `fastnas.mfg.parent_diversity` (1 - p^T K p, its expectation for independent draws)."""
     codes = np.asarray(codes, dtype=np.int64)
     n, L = codes.shape
     if n < 2:
@@ -304,111 +295,75 @@ class FitnessSharingSelector(Selector):
 
 
 class MFGSelector(Selector):
-    """Parents from the mean-field-game equilibrium p* = G(p*),
-    G(p)_i ~ nu_i exp((g_i - lam (K p)_i) / tau), K the share of equal choices, nu ~ 1/multiplicity.
+    """Parents from the mean-field-game equilibrium p* = G(p*) of `fastnas.mfg`,
+    G(p)_i ~ nu_i exp((g_i - lam (K p)_i) / tau), K the share of equal choices, nu ~ 1/multiplicity,
+    g the effective fitness (f less its noise variance / 2 tau when the pool knows the variance).
 
-    tau      temperature in fitness units (top-1 %). With `relative=True` it is in units of the
-             pool's fitness standard deviation instead (tau_eff = tau * std f, lam scaled alike),
-             which keeps one default meaningful across datasets and as the population converges.
-    lam      price of crowding; 0 is Boltzmann selection.
-    target_diversity  if set, lam is chosen per generation by bisection so that the mean Hamming
-             share between two parents drawn from p* is at least this (1 - p*^T K p* >= target);
-             `lam` is then the starting guess.
-    Warm start: the previous generation's p*, matched by encoding (saved in state_dict).
+    The default rule (no tau, lam or target_diversity given) needs no tuning per dataset: each generation
+    tau = `fastnas.mfg.auto_temperature` (the fitness noise and `spread_share` of the pool's robust
+    spread) and lam = the smallest price that keeps parent diversity 1 - p*^T K p* >= target_diversity
+    (`fastnas.mfg.lam_for_diversity`, capped at LAM_CAP tau; 0 when Boltzmann selection is diverse enough).
+    Fixed settings: tau in fitness units (top-1 %); lam a fixed crowding price (0 is Boltzmann
+    selection); with target_diversity given, lam is only the first bisection's starting guess.
+    Warm start: the previous generation's p*, matched by encoding (`fastnas.mfg.warm_start`; saved in
+    state_dict). This class only adapts a `Pool` to `fastnas.mfg`: every rule lives there.
     """
 
     name = "mfg"
 
-    def __init__(self, tau: float = 0.5, lam: float = 1.0, target_diversity: Optional[float] = None,
-                 relative: bool = False, tol: float = 1e-10, survival: str = "age"):
+    def __init__(self, tau: Optional[float] = None, lam: Optional[float] = None,
+                 target_diversity: Optional[float] = None, spread_share: float = DEFAULT_SPREAD_SHARE,
+                 tol: float = 1e-10, survival: str = "age"):
         super().__init__(survival)
-        if not tau > 0:
-            raise ValueError("mfg: tau must be > 0")
-        if not lam >= 0:
+        if tau is not None and not tau > 0:
+            raise ValueError("mfg: tau must be > 0 (or None for the default rule)")
+        if lam is not None and not lam >= 0:
             raise ValueError("mfg: lam must be >= 0")
+        if lam is None and target_diversity is None:       # neither given: the default rule
+            target_diversity = DEFAULT_TARGET_DIVERSITY
+        lam = 1.0 if lam is None else lam
         if target_diversity is not None and not 0 <= target_diversity < 1:
             raise ValueError("mfg: target_diversity must be in [0, 1)")
-        self.tau, self.lam, self.target_diversity = float(tau), float(lam), target_diversity
-        self.relative, self.tol = bool(relative), float(tol)
-        self._warm: dict[bytes, float] = {}
-        self.last_lam = self.lam                 # lam used at the last solve (after bisection)
+        if not spread_share > 0:
+            raise ValueError("mfg: spread_share must be > 0")
+        self.tau, self.lam, self.target_diversity = tau, float(lam), target_diversity
+        self.spread_share, self.tol = float(spread_share), float(tol)
+        self._prev_codes: Optional[np.ndarray] = None     # last generation's pool and p*: the warm start
+        self._prev_p: Optional[np.ndarray] = None
+        self.last_tau = tau                      # tau and lam of the last solve (after the rule / bisection)
+        self.last_lam = self.lam
         self.last_iters = 0
 
-    # ------------------------------------------------------------------ the equilibrium
-    def _scale(self, pool: Pool) -> float:
-        if not self.relative:
-            return 1.0
-        s = float(np.std(pool.fitness))
-        return s if s > 0 else 1.0
-
-    def _solve(self, pool: Pool, lam: float, p0: Optional[np.ndarray]) -> np.ndarray:
-        from fastnas.mfg import reference_measure, solve_equilibrium   # numba; imported when first needed
-        scale = self._scale(pool)
-        tau = self.tau * scale
-        g = pool.fitness if pool.variance is None else pool.fitness - pool.variance / (2 * tau)
-        eq = solve_equilibrium(pool.codes, g, n_choices=pool.n_choices, tau=tau, lam=lam * scale,
-                               log_nu=reference_measure(pool.codes), p0=p0, tol=self.tol * scale)
-        self.last_iters = int(eq.iters)
-        return np.asarray(eq.p, dtype=np.float64)
-
-    def _warm_start(self, pool: Pool) -> Optional[np.ndarray]:
-        if not self._warm:
-            return None
-        prior = 1.0 / len(pool)
-        p0 = np.array([self._warm.get(row.tobytes(), prior) for row in pool.codes])
-        # an underflowed 0 would pin log p at -inf; a floor keeps every member reachable
-        p0 = np.maximum(p0, 1e-300)
-        return p0 / p0.sum()
-
     def probabilities(self, pool):
-        p0 = self._warm_start(pool)
+        from fastnas import mfg   # numba; imported when first needed
+        tau = self.tau if self.tau is not None else mfg.auto_temperature(pool.fitness, pool.variance,
+                                                                          self.spread_share)
+        g = mfg.effective_fitness(pool.fitness, pool.variance, tau)
+        p0 = None if self._prev_codes is None else mfg.warm_start(self._prev_codes, self._prev_p, pool.codes)
+        common = dict(n_choices=pool.n_choices, tau=tau, log_nu=mfg.reference_measure(pool.codes), p0=p0,
+                      tol=self.tol * tau)
         if self.target_diversity is None:
-            lam = self.lam
-            p = self._solve(pool, lam, p0)
+            lam, eq = self.lam, mfg.solve_equilibrium(pool.codes, g, lam=self.lam, **common)
         else:
-            lam, p = self._bisect(pool, p0)
-        self.last_lam = lam
-        self._warm = {row.tobytes(): float(x) for row, x in zip(pool.codes, p)}
-        return p
+            # the previous generation's lam / tau starts the bracket: the price moves slowly in tau's units
+            start = self.last_lam / self.last_tau * tau if self.last_tau and self.last_lam else None
+            lam, eq = mfg.lam_for_diversity(pool.codes, g, target=self.target_diversity, lam_start=start, **common)
+        self.last_tau, self.last_lam, self.last_iters = tau, lam, int(eq.iters)
+        self._prev_codes, self._prev_p = pool.codes.copy(), np.asarray(eq.p, dtype=np.float64)
+        return self._prev_p
 
-    def _bisect(self, pool: Pool, p0) -> tuple[float, np.ndarray]:
-        """Smallest lam (to 2% relative) with diversity(p*) >= target; diversity rises with lam."""
-        target = self.target_diversity
-
-        def div(p):
-            return mean_hamming(pool.codes, pool.n_choices, p)
-
-        p = self._solve(pool, 0.0, p0)
-        ceiling = mean_hamming(np.unique(pool.codes, axis=0), pool.n_choices)   # roughly what lam -> inf reaches
-        if div(p) >= target or len(pool) < 2:
-            return 0.0, p
-        if ceiling < target:
-            target = ceiling * 0.99                      # unreachable: get as close as sensible
-        lo, hi = 0.0, max(self.last_lam, self.lam, 1e-3 * self.tau)
-        p_hi = self._solve(pool, hi, p)
-        while div(p_hi) < target and hi < 1e6 * self.tau:
-            lo, hi = hi, hi * 4
-            p_hi = self._solve(pool, hi, p_hi)
-        p_mid = p_hi
-        while hi - lo > 0.02 * hi:
-            mid = 0.5 * (lo + hi)
-            p_mid = self._solve(pool, mid, p_hi)
-            if div(p_mid) >= target:
-                hi, p_hi = mid, p_mid
-            else:
-                lo = mid
-        return hi, p_hi
-
-    # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        keys = list(self._warm)
-        return {"codes": [list(np.frombuffer(k, dtype=np.int64).tolist()) for k in keys],
-                "p": [self._warm[k] for k in keys], "last_lam": self.last_lam}
+        state = {"last_lam": self.last_lam, "last_tau": self.last_tau}
+        if self._prev_codes is not None:
+            state.update(codes=self._prev_codes.tolist(), p=self._prev_p.tolist())
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self._warm = {np.asarray(c, dtype=np.int64).tobytes(): float(x)
-                      for c, x in zip(state.get("codes", []), state.get("p", []))}
+        if state.get("codes"):
+            self._prev_codes = np.asarray(state["codes"], dtype=np.int64)
+            self._prev_p = np.asarray(state["p"], dtype=np.float64)
         self.last_lam = float(state.get("last_lam", self.lam))
+        self.last_tau = state.get("last_tau", self.tau)
 
 
 SELECTORS = {cls.name: cls for cls in (MFGSelector, RandomSelector, RouletteSelector, BoltzmannSelector,

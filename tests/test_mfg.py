@@ -8,7 +8,7 @@ import pytest
 
 from fastnas import mfg_reference as ref
 from fastnas.mfg import (Equilibrium, EquilibriumConvergenceWarning, EquilibriumInputError,
-                         NonUniqueEquilibriumWarning, effective_fitness, lam_for_diversity, mean_parent_distance,
+                         LAM_CAP, NonUniqueEquilibriumWarning, effective_fitness, lam_for_diversity, parent_diversity,
                          reference_measure, solve_equilibrium, warm_start)
 
 C, L = 4, 6
@@ -113,7 +113,7 @@ def test_clone_invariance():
 def test_monotonicity():
     codes, g = population(60, seed=5, n_layers=10)
     assert len(np.unique(codes, axis=0)) == 60  # uniform nu: entropy is the right quantity
-    crowding = [L - mean_parent_distance(codes, solve(codes, g, tau=0.5, lam=lam).p, C)
+    crowding = [1 - parent_diversity(codes, solve(codes, g, tau=0.5, lam=lam).p, C)
                 for lam in [0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 20.0]]
     assert np.all(np.diff(crowding) <= 1e-9), crowding
     entropy = []
@@ -121,7 +121,7 @@ def test_monotonicity():
         p = solve(codes, g, tau=tau, lam=2.0).p
         entropy.append(-np.sum(p * np.log(p)))
     assert np.all(np.diff(entropy) >= -1e-9), entropy
-    assert crowding[-1] < crowding[0] - 0.05 and entropy[-1] > entropy[0] + 1.0  # not flat
+    assert crowding[-1] < crowding[0] - 0.05 / L and entropy[-1] > entropy[0] + 1.0  # not flat
 
 
 def iterates(codes, g, steps, **kw):
@@ -268,23 +268,35 @@ def test_reference_measure_and_effective_fitness():
 def test_lam_for_diversity_hits_target():
     codes, g = population(80, seed=14, n_layers=21, n_choices=7, spread=2.0)
     tau = 0.5
-    d0 = mean_parent_distance(codes, solve_equilibrium(codes, g, n_choices=7, tau=tau, lam=0.0).p, 7)
-    target = d0 + 0.6 * (18.0 - d0)
-    lam, eq = lam_for_diversity(codes, g, n_choices=7, tau=tau, target_distance=target, rtol=1e-4)
+    d0 = parent_diversity(codes, solve_equilibrium(codes, g, n_choices=7, tau=tau, lam=0.0).p, 7)
+    target = d0 + 0.6 * (6 / 7 - d0)
+    lam, eq = lam_for_diversity(codes, g, n_choices=7, tau=tau, target=target, rtol=1e-4)
     assert lam > 0 and isinstance(eq, Equilibrium)
-    assert mean_parent_distance(codes, eq.p, 7) >= target
+    assert parent_diversity(codes, eq.p, 7) >= target
     below = solve_equilibrium(codes, g, n_choices=7, tau=tau, lam=lam * (1 - 1e-3)).p
-    assert mean_parent_distance(codes, below, 7) < target + 1e-3
-    assert lam_for_diversity(codes, g, n_choices=7, tau=tau, target_distance=d0 - 0.1)[0] == 0.0
+    assert parent_diversity(codes, below, 7) < target + 1e-4
+    assert lam_for_diversity(codes, g, n_choices=7, tau=tau, target=d0 - 0.01)[0] == 0.0
     with pytest.raises(EquilibriumInputError):
-        lam_for_diversity(codes, g, n_choices=7, tau=tau, target_distance=18.1)  # > 21 (1 - 1/7)
+        lam_for_diversity(codes, g, n_choices=7, tau=tau, target=1.0)
 
 
-def test_mean_parent_distance_is_expected_hamming():
+def test_unreachable_diversity_returns_the_capped_lam():
+    """A converged population (three distinct members) cannot reach 0.8: lam stops at LAM_CAP tau, converged."""
+    codes, g = population(3, seed=18, n_layers=6, n_choices=5, spread=2.0)
+    codes = np.repeat(codes, 5, axis=0)
+    g = np.repeat(g, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lam, eq = lam_for_diversity(codes, g, n_choices=5, tau=0.5, target=0.8)
+    assert lam == LAM_CAP * 0.5 and eq.exploitability <= 1e-10
+    assert parent_diversity(codes, eq.p, 5) < 0.8
+
+
+def test_parent_diversity_is_expected_hamming_share():
     codes, _ = population(30, seed=15)
     p = np.random.default_rng(1).dirichlet(np.ones(30))
-    hamming = (codes[:, None, :] != codes[None, :, :]).sum(axis=2)
-    assert mean_parent_distance(codes, p, C) == pytest.approx(p @ hamming @ p, abs=1e-12)
+    hamming = (codes[:, None, :] != codes[None, :, :]).mean(axis=2)
+    assert parent_diversity(codes, p, C) == pytest.approx(p @ hamming @ p, abs=1e-12)
 
 
 def test_per_layer_choices():

@@ -6,7 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from fastnas.selection import (SELECTORS, MFGSelector, Pool, make_selector, mean_hamming, pairwise_diversity,
+from fastnas.mfg import parent_diversity
+from fastnas.selection import (SELECTORS, MFGSelector, Pool, make_selector, pairwise_diversity,
                                softmax, survive, sus)
 
 
@@ -54,25 +55,39 @@ def test_boltzmann_and_mfg_lam0_are_softmax():
 
 def test_mfg_crowding_spreads_parents_and_target_is_met():
     pool = make_pool(n=30, dup=8)        # a crowded cluster of 9 copies
-    divs = [mean_hamming(pool.codes, pool.n_choices, MFGSelector(tau=1.0, lam=lam).probabilities(pool))
+    divs = [parent_diversity(pool.codes, MFGSelector(tau=1.0, lam=lam).probabilities(pool), pool.n_choices)
             for lam in (0.0, 1.0, 4.0, 16.0)]
     assert all(b >= a - 1e-9 for a, b in zip(divs, divs[1:])) and divs[-1] > divs[0] + 0.05
     target = (divs[0] + divs[-1]) / 2
     sel = MFGSelector(tau=1.0, lam=0.5, target_diversity=target)
     p = sel.probabilities(pool)
-    assert mean_hamming(pool.codes, pool.n_choices, p) >= target - 1e-9
+    assert parent_diversity(pool.codes, p, pool.n_choices) >= target - 1e-9
     assert sel.last_lam > 0
     # the bisection finds (nearly) the smallest such lam
     smaller = MFGSelector(tau=1.0, lam=sel.last_lam * 0.9).probabilities(pool)
-    assert mean_hamming(pool.codes, pool.n_choices, smaller) < target
+    assert parent_diversity(pool.codes, smaller, pool.n_choices) < target
 
 
-def test_mfg_relative_scale_is_invariant_to_fitness_units():
-    pool = make_pool()
+def test_mfg_default_rule_is_invariant_to_fitness_units():
+    """The default rule (tau from the spread, lam from the diversity target) sees no fitness units:
+    (a f + c) selects as f does, so one default serves top-1 %, losses and any dataset's scale."""
+    pool = make_pool(n=30, dup=8)
     scaled = Pool(pool.codes, pool.fitness * 10 + 3, pool.birth, pool.n_choices)
-    a = MFGSelector(tau=0.5, lam=2.0, relative=True).probabilities(pool)
-    b = MFGSelector(tau=0.5, lam=2.0, relative=True).probabilities(scaled)
-    np.testing.assert_allclose(a, b, atol=1e-8)
+    for target in (None, 0.5):                       # the default target (0.2), and one that needs crowding
+        a, b = MFGSelector(target_diversity=target), MFGSelector(target_diversity=target)
+        np.testing.assert_allclose(a.probabilities(pool), b.probabilities(scaled), atol=1e-3)
+        assert b.last_tau == pytest.approx(10 * a.last_tau) and b.last_lam == pytest.approx(10 * a.last_lam, rel=0.02)
+    assert MFGSelector().target_diversity == 0.2 and a.last_lam > 0
+
+
+def test_mfg_default_rule_tau_follows_the_noise():
+    pool = make_pool(n=20)
+    quiet = MFGSelector()
+    quiet.probabilities(pool)
+    noisy = Pool(pool.codes, pool.fitness, pool.birth, pool.n_choices, variance=np.full(20, 4.0))
+    loud = MFGSelector()
+    loud.probabilities(noisy)
+    assert loud.last_tau == pytest.approx(np.sqrt(4.0 + quiet.last_tau ** 2))
 
 
 def test_mfg_state_roundtrip_reproduces_the_next_draw():
@@ -132,4 +147,4 @@ def test_pairwise_diversity_matches_brute_force():
     brute = np.mean([np.mean(codes[i] != codes[j]) for i, j in itertools.permutations(range(9), 2)])
     assert abs(pairwise_diversity(codes, 3) - brute) < 1e-12
     brute_p = np.mean([[np.mean(a != b) for b in codes] for a in codes])
-    assert abs(mean_hamming(codes, 3) - brute_p) < 1e-12
+    assert abs(parent_diversity(codes, np.full(9, 1 / 9), 3) - brute_p) < 1e-12
