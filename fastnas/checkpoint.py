@@ -87,11 +87,11 @@ def load_latest(path: str | Path, device: str | torch.device = "cpu") -> dict | 
 
 def load_supernet(path: str | Path, device: str | torch.device = "cpu"):
     """(SuperNet with the checkpoint's weights, its Config), in eval mode on `device`."""
-    from fastnas.config import config_from_dict
+    from fastnas.config import config_from_record
     from fastnas.spaces import build_supernet
 
     state = load_checkpoint(path, device)
-    cfg = config_from_dict(state["config"])
+    cfg = config_from_record(state["config"])
     net = build_supernet(cfg.space)
     try:
         net.load_state_dict(state["model"])

@@ -162,7 +162,8 @@ class EvalConfig:
     mode: Literal["exact", "approx"] = "exact"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     cache_mb: int = 2048                    # bound on cached activations and statistics (LRU)
-    calib_batch: int = 0                    # BN recalibration batch (part of the definition); 0 = eval_batch
+    calib_batch: int = 256                  # BN recalibration batch: part of the fitness definition (BN statistics
+                                            # depend on it), unlike eval_batch, which is only a speed knob
     approx_rounds: int = 1                  # approx mode: passes over the calibration set with fair random paths
     fitness: Literal["top1", "neg_loss"] = "top1"   # what the search maximises: top-1 %, or minus the mean
                                             # cross-entropy (continuous, so less noisy on few images)
@@ -170,7 +171,7 @@ class EvalConfig:
     def validate(self, where: str) -> None:
         _check(where + ".eval_batch", self.eval_batch >= 1, "an integer >= 1")
         _check(where + ".cache_mb", self.cache_mb >= 0, "an integer >= 0")
-        _check(where + ".calib_batch", self.calib_batch >= 0, "an integer >= 0")
+        _check(where + ".calib_batch", self.calib_batch >= 1, "an integer >= 1")
         _check(where + ".approx_rounds", self.approx_rounds >= 1, "an integer >= 1")
 
 
@@ -277,6 +278,16 @@ def config_from_dict(raw: dict) -> Config:
             raise ConfigError(f"section {name!r}: expected a mapping of keys, got {values!r}")
         sections[name] = _build(cls, values, name)
     return Config(**sections)
+
+
+def config_from_record(raw: dict) -> Config:
+    """The Config a checkpoint or export recorded, read by a newer fastnas: keys this version no
+    longer has (a retired setting) are dropped rather than refused; everything else is validated."""
+    if not isinstance(raw, dict):
+        raise ConfigError("a config must be a mapping of sections")
+    known = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in _SECTIONS.items()}
+    return config_from_dict({name: {k: v for k, v in (raw.get(name) or {}).items() if k in known[name]}
+                             for name in _SECTIONS if isinstance(raw.get(name) or {}, dict)})
 
 
 def section_from_dict(cls, values: dict, where: str):

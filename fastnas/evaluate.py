@@ -5,8 +5,8 @@
 
 Recalibration is the exact one defined in `fastnas.calibrate` (SPOS / mmrazor): every BN on the
 path reset, train mode, `momentum=None` (cumulative average, never an EMA) over the calibration
-set in consecutive batches of `calib_batch` images (default: `eval_batch`); validation in eval
-mode with those statistics. `evaluate_fresh` is that definition written plainly for one candidate.
+set in consecutive batches of `calib_batch` images (part of the fitness definition; `eval_batch`
+only sets speed); validation in eval mode with those statistics. `evaluate_fresh` is that definition written plainly for one candidate.
 
 Sizes: `data.calib_images` calibration images drawn from train/ with a fixed seed (default 500,
 quickstart 200; OFA uses 2,000, mmrazor 4,096, SPOS 25,600 for ImageNet) and `data.val_images`
@@ -32,6 +32,7 @@ size. All ranks must call `evaluate` with the same list.
 from __future__ import annotations
 
 import copy
+import hashlib
 import sys
 from collections import OrderedDict
 from typing import Callable, NamedTuple, Sequence
@@ -176,12 +177,12 @@ class Evaluator:
     """
 
     def __init__(self, supernet, calib_set, val_set, eval_batch: int, mode: str = "exact",
-                 precision: str = "auto", cache_mb: float = 2048, *, calib_batch: int = 0,
+                 precision: str = "auto", cache_mb: float = 2048, *, calib_batch: int = 256,
                  channels_last: bool = True, approx_rounds: int = 1, seed: int = 0):
         if mode not in ("exact", "approx"):
             raise UserError(f"eval.mode: {mode!r} is not allowed (allowed: exact, approx)")
-        if eval_batch < 1 or calib_batch < 0 or approx_rounds < 1:
-            raise UserError("eval.eval_batch and eval.approx_rounds must be >= 1, eval.calib_batch >= 0")
+        if eval_batch < 1 or calib_batch < 1 or approx_rounds < 1:
+            raise UserError("eval.eval_batch, eval.calib_batch and eval.approx_rounds must be >= 1")
         self.device = next(supernet.parameters()).device
         self.net = copy.deepcopy(supernet).eval().requires_grad_(False)
         self.channels_last = channels_last
@@ -196,7 +197,7 @@ class Evaluator:
                             f"{type(self.space).__name__} shares one cell everywhere: use eval.mode=exact")
         self.calib, self.val = calib_set, val_set
         self.eval_batch = eval_batch
-        self.calib_batch = calib_batch or eval_batch
+        self.calib_batch = calib_batch
         self.mode = mode
         self.dtype = resolve_dtype(precision, self.device)
         self.approx_rounds, self.seed = approx_rounds, seed
@@ -209,6 +210,30 @@ class Evaluator:
         self._modules = self.net.chain_steps() if self.space.prefix_statistics else None
 
     # ------------------------------------------------------------------ public API
+    def definition(self, fitness: str = "top1") -> dict:
+        """What every fitness value this evaluator gives depends on, as plain data: a search resumed
+        into a folder whose results came from another definition would mix incomparable numbers.
+        The weights and the two image sets enter as digests; eval_batch, cache and layout do not
+        (they change speed, not results)."""
+        weights = hashlib.sha256()
+        for name, tensor in sorted(self.net.state_dict().items()):
+            weights.update(name.encode())
+            weights.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+        out = {"weights": weights.hexdigest()[:16], "fitness": fitness, "mode": self.mode,
+               "precision": str(self.dtype).replace("torch.", ""), "calib_batch": self.calib_batch}
+        for name, eval_set in (("calib", self.calib), ("val", self.val)):
+            digest = hashlib.sha256(eval_set.labels.cpu().numpy().tobytes())
+            if eval_set.files:
+                digest.update("\n".join(str(f) for f in eval_set.files).encode())
+            else:                                       # synthetic: the pixels themselves
+                digest.update(eval_set.images.cpu().numpy().tobytes())
+            digest.update(repr((tuple(eval_set.images.shape), eval_set.mean, eval_set.std)).encode())
+            out[f"{name}_images"] = len(eval_set)
+            out[f"{name}_set"] = digest.hexdigest()[:16]
+        if self.mode == "approx":
+            out["approx_rounds"] = self.approx_rounds
+        return out
+
     def evaluate(self, archs: Sequence[Sequence[int]]) -> list[Result]:
         """Results in the order of `archs` (duplicates and earlier candidates come from the memo)."""
         archs = [self.space.validate(a) for a in archs]
@@ -329,7 +354,7 @@ class Evaluator:
                 if attempt == 1:
                     raise EvalMemoryError(
                         f"a calibration batch of {self.calib_batch} images does not fit in memory on "
-                        f"{self.device}; lower --eval-batch (or eval.calib_batch)") from None
+                        f"{self.device}; lower eval.calib_batch (it changes the fitness: start the search afresh)") from None
         for key in pending:
             self.cache.put(("stats", key), stats[key])
         return stats
@@ -460,7 +485,7 @@ def _lazy(fn):
 # ----------------------------------------------------------------------------- the plain reference
 
 def evaluate_fresh(supernet, arch: Sequence[int], calib_set, val_set, eval_batch: int, *,
-                   calib_batch: int = 0, precision: str = "auto", channels_last: bool = True) -> Result:
+                   calib_batch: int = 256, precision: str = "auto", channels_last: bool = True) -> Result:
     """One candidate from scratch, no reuse: its standalone subnet, `recalibrate_bn`, then accuracy.
 
     The definition the Evaluator must reproduce; tests compare the two. Spaces without a chain of
@@ -468,7 +493,7 @@ def evaluate_fresh(supernet, arch: Sequence[int], calib_set, val_set, eval_batch
     """
     device = next(supernet.parameters()).device
     dtype = resolve_dtype(precision, device)
-    net = recalibrated_subnet(supernet, arch, calib_set, calib_batch or eval_batch, dtype, channels_last)
+    net = recalibrated_subnet(supernet, arch, calib_set, calib_batch, dtype, channels_last)
     return score_network(net, val_set, eval_batch, dtype, channels_last)
 
 

@@ -207,7 +207,7 @@ class Evolution:
                  constraints: Optional[Constraints] = None, max_retries: int = 1000, seed: int = 0,
                  state_path: Optional[str | os.PathLike] = None, resume: bool = True, save_state: bool = True,
                  on_generation: Optional[Callable[[GenerationStats], None]] = None,
-                 fitness_se: float | Callable[[], float] = 0.0):
+                 fitness_se: float | Callable[[], float] = 0.0, fitness_definition: Optional[dict] = None):
         if population < 1:
             raise ValueError("population must be >= 1")
         if not 0 <= elites < population:
@@ -217,6 +217,8 @@ class Evolution:
         if crossover not in ("uniform", "single_point"):
             raise ValueError(f"crossover {crossover!r}: allowed uniform, single_point")
         self.space, self.evaluate, self.selector = space, evaluate, selector
+        # What the fitness values depend on (weights, data, eval settings): part of the resume check.
+        self.fitness_definition = fitness_definition or {}
         # Standard error of one fitness value (or a function giving the current estimate): noise-aware
         # selectors (MFG) see its square as the pool's variance.
         self.fitness_se = fitness_se if callable(fitness_se) else float(fitness_se)
@@ -417,12 +419,19 @@ class Evolution:
                 "exhausted": self.exhausted,
                 "population": [list(a) for a in self.pop], "fitness": self.fit, "birth": self.birth,
                 "history": [[list(c.arch), c.fitness, c.generation] for c in self.history],
-                "rng": self.rng.bit_generator.state, "selector": self.selector.state_dict()}
+                "rng": self.rng.bit_generator.state, "selector": self.selector.state_dict(),
+                "fitness_definition": self.fitness_definition}
 
     def load_state_dict(self, state: dict) -> None:
         where = self.state_path or "search state"
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise StateError(f"{where}: not a fastnas search state")
+        theirs = state.get("fitness_definition", {})
+        if theirs != self.fitness_definition:
+            diff = sorted(k for k in set(theirs) | set(self.fitness_definition)
+                          if theirs.get(k) != self.fitness_definition.get(k))
+            raise StateError(f"{where}: its fitness values were computed differently ({', '.join(diff)} "
+                             f"changed); start afresh with --fresh, or point --out elsewhere")
         ours = json.loads(json.dumps(self.settings()))
         if state["settings"] != ours:
             diff = sorted(k for k in ours if state["settings"].get(k) != ours[k])

@@ -20,7 +20,7 @@ import torch
 
 from fastnas import dist
 from fastnas.checkpoint import load_checkpoint, load_supernet
-from fastnas.config import config_from_dict, load_config
+from fastnas.config import config_from_record, load_config
 from fastnas.errors import UserError, cli_entry
 from fastnas.spaces import ArchError, build_space
 from fastnas.train import fit
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.config, args.overrides)
     supernet_path = args.supernet or cfg.eval.checkpoint
     if args.init == "inherited" and args.config is None:     # the space the supernet was trained on
-        saved = config_from_dict(load_checkpoint(supernet_path)["config"])
+        saved = config_from_record(load_checkpoint(supernet_path)["config"])
         cfg = dataclasses.replace(cfg, space=saved.space, data=saved.data)
     space = build_space(cfg.space)
     arch = space.parse(read_arch(args.arch))

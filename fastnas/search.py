@@ -185,7 +185,8 @@ def main(argv=None) -> int:
                         crossover_prob=s.crossover_prob, constraints=constraints, max_retries=s.max_retries,
                         seed=s.seed, state_path=out / "state.json", resume=not args.fresh,
                         save_state=env.is_main, on_generation=progress,
-                        fitness_se=lambda: math.sqrt(sum(v * v for v in noise.values()) / max(len(noise), 1)))
+                        fitness_se=lambda: math.sqrt(sum(v * v for v in noise.values()) / max(len(noise), 1)),
+                        fitness_definition=evaluator.definition(cfg.eval.fitness))
         result = evo.run()
         if env.is_main:
             write_json_atomic(metrics_path, metrics)

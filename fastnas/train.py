@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,6 +236,9 @@ def fit(cfg: Config, env: dist.DistEnv, model: nn.Module, paths_for_step: Callab
             raise CheckpointError(f"{resume or ckpt_path} was written by {state['world_size']} processes, this run "
                                   f"has {env.world_size}: the data order and schedule would not continue; resume "
                                   f"with the same number of processes or use a new train.run_dir")
+        if "config" in state and (changed := resume_differences(state["config"], cfg)):
+            raise CheckpointError(f"{resume or ckpt_path} was trained with other settings ({'; '.join(changed)}): "
+                                  f"resuming would mix two runs; use the same settings or a new train.run_dir")
         step = restore(state, model, optimizer, scheduler, scaler)
         dist.print0(f"resumed from step {step} ({resume or ckpt_path})")
     if step >= stop_step:
@@ -249,7 +251,7 @@ def fit(cfg: Config, env: dist.DistEnv, model: nn.Module, paths_for_step: Callab
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                 "step": step, "epoch": step // steps_per_epoch, "config": cfg.to_dict(),
-                "world_size": env.world_size, "rng": rng_state(), **(extra_state or {})})
+                "world_size": env.world_size, **(extra_state or {})})
 
     telemetry = Telemetry(run_dir, total_steps=stop_step, log_every=tcfg.log_every, device=env.device,
                           enabled=env.is_main)
@@ -300,22 +302,25 @@ def fit(cfg: Config, env: dist.DistEnv, model: nn.Module, paths_for_step: Callab
 
 # ----------------------------------------------------------------------------- checkpoint state
 
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-            "python": _tuples_to_lists(random.getstate())}
+# Settings that change how a run proceeds, not what it computes: free to change when resuming.
+# (The random generators need no restoring either: every step reseeds them from (seed, step).)
+NOT_RESULT_KEYS = {"train": {"run_dir", "ckpt_every", "log_every", "max_steps", "nan_patience", "compile"},
+                   "data": {"workers", "calib_images", "val_images"}}
+RESULT_SECTIONS = ("space", "data", "train")
 
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+def resume_differences(saved: dict, cfg: Config) -> list[str]:
+    """'section.key old -> new' for every setting the training result depends on that differs
+    between a checkpoint's recorded config and this run's."""
+    from fastnas.config import config_from_record
+    try:
+        before = config_from_record(saved).to_dict()
+    except ConfigError as e:
+        return [f"its recorded config is not readable: {e}"]
+    now = cfg.to_dict()
+    return [f"{section}.{key} {before[section][key]!r} -> {now[section][key]!r}"
+            for section in RESULT_SECTIONS for key in now[section]
+            if key not in NOT_RESULT_KEYS.get(section, ()) and before[section].get(key) != now[section][key]]
 
 
 def restore(state: dict, model, optimizer, scheduler, scaler) -> int:
@@ -327,16 +332,10 @@ def restore(state: dict, model, optimizer, scheduler, scaler) -> int:
             scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        if "rng" in state:
-            set_rng_state(state["rng"])
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(f"the checkpoint does not match this run's model or optimizer "
                               f"({str(e).splitlines()[0][:160]}); use a new train.run_dir") from None
     return int(state["step"])
-
-
-def _tuples_to_lists(x):
-    return [_tuples_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
 
 
 if __name__ == "__main__":

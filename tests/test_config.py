@@ -59,3 +59,14 @@ def test_dataset_with_more_classes_than_the_head_is_refused(sample_dir):
     assert check_num_classes(cfg.data, 10) == 10
     with pytest.raises(DataError, match="has 10 classes but the model has space.num_classes=5"):
         check_num_classes(cfg.data, 5)
+
+
+def test_a_recorded_config_with_a_retired_key_still_loads():
+    """Checkpoints keep the config they were trained with; a setting retired since (search.relative)
+    must not make them unreadable, while a user's config with it is still an error."""
+    from fastnas.config import config_from_dict, config_from_record
+    raw = {"space": {"resolution": 32}, "search": {"relative": True, "tau": 0.3}}
+    cfg = config_from_record(raw)
+    assert cfg.space.resolution == 32 and cfg.search.tau == 0.3
+    with pytest.raises(ConfigError, match="search.relative"):
+        config_from_dict(raw)

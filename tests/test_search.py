@@ -42,10 +42,31 @@ def test_search_writes_every_output(checkpoint, tmp_path):
     assert best["arch"] in {r["arch"] for r in rows} and best["macs"] > 0 and best["params"] > 0
     for picture in ("pareto.png", "best_arch.png"):
         assert (out / picture).read_bytes()[:4] == b"\x89PNG"
-    # a second run resumes from state.json: nothing new is evaluated, same answer
-    again = search("--checkpoint", str(checkpoint), "--out", str(out), "--eval-batch", "16", *TINY)
+    # a second run resumes from state.json: nothing new is evaluated, same answer; eval_batch is only a
+    # speed knob, so a different one resumes too
+    history = (out / "history.csv").read_text()
+    again = search("--checkpoint", str(checkpoint), "--out", str(out), "--eval-batch", "8", *TINY)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert json.loads((out / "best.json").read_text())["arch"] == best["arch"]
+    assert (out / "history.csv").read_text() == history
+    assert json.loads((out / "best.json").read_text()) == best
+
+
+def test_resume_refuses_fitness_from_other_weights_or_calibration(checkpoint, tmp_path):
+    """Fitness scored on other weights (or another BN calibration batch) must not be mixed in."""
+    out = tmp_path / "search"
+    first = search("--checkpoint", str(checkpoint), "--out", str(out), "--eval-batch", "16", *TINY)
+    assert first.returncode == 0, first.stderr[-2000:]
+    cfg = load_config("configs/quickstart_imagenette.yaml", TINY)
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, {"model": SuperNet(cfg.space).state_dict(), "config": cfg.to_dict(), "step": 0})
+    for args, changed in ((["--checkpoint", str(other), *TINY], "weights"),
+                          (["--checkpoint", str(checkpoint), *TINY, "eval.calib_batch=8"], "calib_batch")):
+        r = search("--out", str(out), "--eval-batch", "16", *args)
+        assert r.returncode == 2 and changed in r.stderr and "--fresh" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    fresh = search("--checkpoint", str(other), "--out", str(out), "--eval-batch", "16", "--fresh", *TINY)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -222,6 +222,28 @@ def test_resume_with_another_world_size_is_refused(tmp_path):
     assert "was written by 2 processes, this run has 1" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_resume_with_other_result_settings_is_refused_and_says_what_differs(tmp_path):
+    """A changed lr (or space, sampler, ...) would silently mix two runs; run_dir-like knobs may change."""
+    from fastnas.checkpoint import load_checkpoint, save_checkpoint
+    run = tmp_path / "run"
+    r = subprocess.run([PY, "-m", "fastnas.train", *tiny(run, "train.max_steps=1")], cwd=REPO, env=sub_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([PY, "-m", "fastnas.train", *tiny(run, "train.max_steps=2", "train.lr=2.0",
+                                                          "train.sampler=fair")],
+                       cwd=REPO, env=sub_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "train.lr 4.0 -> 2.0" in r.stderr and "train.sampler 'uniform' -> 'fair'" in r.stderr
+    # a checkpoint without random-generator state (they are reseeded every step) and with more steps
+    # asked for (max_steps, log_every: how, not what) resumes
+    state = load_checkpoint(run / "checkpoint.pt")
+    state.pop("rng", None)
+    save_checkpoint(run / "checkpoint.pt", state, keep_previous=False)
+    r = subprocess.run([PY, "-m", "fastnas.train", *tiny(run, "train.max_steps=2", "train.log_every=5")],
+                       cwd=REPO, env=sub_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "resumed from step 1" in r.stdout, r.stderr[-2000:]
+
+
 def test_choice_lr_scale_speeds_up_only_the_searchable_choices():
     from fastnas.spaces import build_supernet
     from fastnas.train import build_optimizer
