@@ -20,7 +20,6 @@ the searches are told SE (`Evolution(fitness_se=SE)`), as fastnas.search is told
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys

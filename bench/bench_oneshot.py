@@ -206,8 +206,8 @@ def main(argv=None) -> int:
     search_s = time.perf_counter() - t0
 
     from fastnas.checkpoint import load_checkpoint
-    from fastnas.config import config_from_dict
-    trained = config_from_dict(load_checkpoint(checkpoint)["config"])     # the recipe the weights came from
+    from fastnas.config import config_from_record
+    trained = config_from_record(load_checkpoint(checkpoint)["config"])     # the recipe the weights came from
     out = {**{k: supernet_stats[k] for k in ("kendall_tau_valid", "kendall_tau_test", "spearman_valid",
                                                "spearman_test", "precision_top10")},
            "params_kendall_tau_valid": params_stats["kendall_tau_valid"],

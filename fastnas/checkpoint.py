@@ -11,12 +11,12 @@ scheduler, scaler, RNG and sampler state.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import torch
 
+from fastnas.atomic import atomic_write
 from fastnas.errors import UserError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -34,20 +34,8 @@ def previous_path(path: str | Path) -> Path:
 def save_checkpoint(path: str | Path, state: dict, keep_previous: bool = True) -> Path:
     """Write `state` atomically (tmp file, fsync, rename); the replaced checkpoint becomes `<path>.prev`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous and path.exists():
-            os.replace(path, previous_path(path))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
+    with atomic_write(path, "wb", keep_previous=previous_path(path) if keep_previous else None) as f:
+        torch.save(state, f)
     return path
 
 
@@ -99,17 +87,3 @@ def load_supernet(path: str | Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"checkpoint {path} does not match its space config "
                               f"({str(e).splitlines()[0][:120]})") from None
     return net.to(device).eval(), cfg
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); not possible on every platform."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

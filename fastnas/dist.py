@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from fastnas.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -36,14 +38,26 @@ def init_distributed() -> DistEnv:
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", cuda_index(local_rank, torch.cuda.device_count()))
+        torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
     return DistEnv(rank, world_size, local_rank, device)
+
+
+def cuda_index(local_rank: int, visible: int) -> int:
+    """The CUDA device of this process. One GPU per node-local rank as torchrun starts them; where the
+    scheduler gives each process only its own GPU (SLURM --gpus-per-task, a CUDA_VISIBLE_DEVICES mask)
+    fewer devices are visible than local ranks, and each process uses device 0 of its own set."""
+    if local_rank < visible:
+        return local_rank
+    if visible == 1:
+        return 0
+    raise UserError(f"LOCAL_RANK {local_rank} but {visible} GPUs visible to this process: start at most {visible} "
+                    f"processes per node, or give each process its own GPU (CUDA_VISIBLE_DEVICES)")
 
 
 def cleanup() -> None:

@@ -32,6 +32,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from fastnas.atomic import write_json_atomic
 from fastnas.errors import UserError
 from fastnas.selection import Pool, Selector, pairwise_diversity
 
@@ -468,21 +469,3 @@ class Evolution:
             raise StateError(f"{self.state_path}: incomplete search state ({e}); delete it to start afresh") from None
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass

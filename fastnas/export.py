@@ -26,6 +26,7 @@ from typing import Sequence
 
 import torch
 
+from fastnas.atomic import atomic_file, atomic_write, write_json_atomic
 from fastnas.checkpoint import load_supernet
 from fastnas.config import SpaceConfig, section_from_dict
 from fastnas.errors import UserError, cli_entry
@@ -85,8 +86,8 @@ def export(supernet: torch.nn.Module, arch: Sequence[int], out_dir: str | Path, 
     net = net.to(memory_format=torch.contiguous_format)
     space_dict = dataclasses.asdict(space.cfg)
     arch_str = space.to_string(arch)
-    _atomic_write(out / MODEL_FILE, lambda f: torch.save(
-        {"format": FORMAT, "space": space_dict, "arch": arch_str, "state_dict": net.state_dict()}, f))
+    with atomic_write(out / MODEL_FILE, "wb") as f:
+        torch.save({"format": FORMAT, "space": space_dict, "arch": arch_str, "state_dict": net.state_dict()}, f)
     cost = space.cost(arch)
     info = {"format": FORMAT, "arch": arch_str, "arch_codes": list(arch), "space": space_dict,
             "macs": cost.macs, "params": cost.params,
@@ -94,7 +95,7 @@ def export(supernet: torch.nn.Module, arch: Sequence[int], out_dir: str | Path, 
                       "dtype": "float32", "mean": mean, "std": std},
             "output": {"name": "logits", "shape": ["N", space.cfg.num_classes]},
             "files": {"weights": MODEL_FILE, "onnx": ONNX_FILE if onnx else None}}
-    _atomic_write(out / INFO_FILE, lambda f: f.write(json.dumps(info, indent=1).encode()))
+    write_json_atomic(out / INFO_FILE, info, indent=1)
     if onnx:
         export_onnx(net, space.cfg.resolution, out / ONNX_FILE)
     return net
@@ -103,18 +104,14 @@ def export(supernet: torch.nn.Module, arch: Sequence[int], out_dir: str | Path, 
 def export_onnx(net: torch.nn.Module, resolution: int, path: Path, opset: int = OPSET) -> None:
     """fp32, NCHW, dynamic batch. Uses the TorchScript exporter: the torch.export-based one needs
     onnxscript, which this environment does not ship."""
+    import onnx
     x = torch.zeros(2, 3, resolution, resolution)
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings(), torch.no_grad():
+    with atomic_file(path) as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)   # "legacy exporter" notice
         torch.onnx.export(net.eval(), (x,), str(tmp), dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
-    import onnx
-    onnx.checker.check_model(onnx.load(str(tmp)))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        onnx.checker.check_model(onnx.load(str(tmp)))
 
 
 def load_exported(out_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -135,15 +132,6 @@ def load_exported(out_dir: str | Path, device: str | torch.device = "cpu") -> to
     except Exception as e:
         raise ExportError(f"{path}: unreadable exported model ({type(e).__name__})") from None
     return net.to(device).eval()
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- command line

@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
 import platform
 import statistics
 import sys
@@ -37,6 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from fastnas.atomic import write_json_atomic
 from fastnas.config import SpaceConfig, load_config, section_from_dict
 from fastnas.errors import UserError, cli_entry
 from fastnas.spaces.mbconv import MBConvSpace
@@ -110,14 +110,7 @@ class LatencyTable:
 
     def save(self, path: str | Path) -> None:
         """Atomic write: a crash leaves either the old file or the new one."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_json_atomic(path, self.to_dict(), indent=1)
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "latency table") -> "LatencyTable":

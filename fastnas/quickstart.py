@@ -95,7 +95,7 @@ def summary_lines(summary: dict) -> list[str]:
 
 
 def write_summary(path: str | Path, summary: dict) -> None:
-    from fastnas.evolution import write_json_atomic
+    from fastnas.atomic import write_json_atomic
     write_json_atomic(Path(path), summary)
 
 

@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     from fastnas.dist import cleanup, init_distributed, print0
     from fastnas.evaluate import Result, build_evaluator, fitness_of, fitness_standard_error
     from fastnas.evolution import Evolution
-    from fastnas.evolution import write_json_atomic
+    from fastnas.atomic import write_json_atomic
     from fastnas.report import fitness_label
 
     selector = build_selector(s)                    # settings errors first, before any decoding
@@ -209,7 +209,7 @@ def write_outputs(out: Path, space, result, metrics: dict, latency=None, truth=N
     truth: a fastnas.groundtruth.GroundTruth (true accuracies in history.csv and best.json, truth.png);
     progress: the per-generation records of progress.json (progress.png).
     """
-    from fastnas.evolution import write_json_atomic
+    from fastnas.atomic import atomic_write, write_json_atomic
     from fastnas.groundtruth import REPORT_COLUMN, SEARCH_COLUMN
     from fastnas.report import draw_architecture, fitness_label, plot_pareto, plot_progress, plot_truth
 
@@ -228,12 +228,10 @@ def write_outputs(out: Path, space, result, metrics: dict, latency=None, truth=N
             row["true_valid"] = truth.value(c.arch, SEARCH_COLUMN) if known else None
             row["true_test"] = truth.value(c.arch, REPORT_COLUMN) if known else None
         rows.append(row)
-    tmp = out / "history.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(out / "history.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(out / "history.csv")
 
     best = space.to_string(result.best_arch)
     macs, params = space.cost(result.best_arch)

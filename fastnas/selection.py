@@ -21,7 +21,6 @@ Pure NumPy; the selector knows nothing of torch or of the search space.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 

@@ -14,7 +14,11 @@ import torch
 
 
 class GpuMonitor:
-    """Utilisation and memory of one GPU via NVML; `read()` is None when NVML is unavailable."""
+    """Utilisation and memory of the GPU this process uses, via NVML; `read()` is None without NVML.
+
+    NVML numbers devices in PCI order and ignores CUDA_VISIBLE_DEVICES, so the device is found by
+    its UUID (torch's view of it), never by torch's index. `close()` shuts NVML down.
+    """
 
     def __init__(self, device: torch.device):
         self.handle = None
@@ -24,12 +28,15 @@ class GpuMonitor:
             import pynvml
         except ImportError:
             return
+        self._nvml = pynvml
         try:
             pynvml.nvmlInit()
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
-            self._nvml = pynvml
         except pynvml.NVMLError:                     # no driver or no permission: run without GPU stats
-            self.handle = None
+            return
+        try:
+            self.handle = pynvml.nvmlDeviceGetHandleByUUID(nvml_uuid(torch.cuda.get_device_properties(device).uuid))
+        except (pynvml.NVMLError, AttributeError, RuntimeError):
+            self.close()
 
     def read(self) -> dict | None:
         if self.handle is None:
@@ -40,6 +47,21 @@ class GpuMonitor:
         except self._nvml.NVMLError:
             return None
         return {"gpu_util": float(util), "gpu_mem_gib": float(mem)}
+
+    def close(self) -> None:
+        if hasattr(self, "_nvml"):
+            try:
+                self._nvml.nvmlShutdown()
+            except self._nvml.NVMLError:
+                pass
+            del self._nvml
+        self.handle = None
+
+
+def nvml_uuid(torch_uuid) -> str:
+    """torch's device UUID (a uuid.UUID-like or its string) in NVML's spelling, 'GPU-xxxxxxxx-...'."""
+    text = str(torch_uuid)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
 
 
 class Telemetry:
@@ -88,6 +110,8 @@ class Telemetry:
                 self.tb.add_scalar(f"train/{k}", record[k], step)
 
     def close(self) -> None:
+        if self.gpu is not None:
+            self.gpu.close()
         if self.metrics:
             self.metrics.close()
         if self.tb is not None:

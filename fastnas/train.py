@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=100")
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    if cfg.train.deterministic:          # cuBLAS reads it when its first handle is made: before any CUDA work
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     env = dist.init_distributed()
     try:
         torch.manual_seed(cfg.train.seed)                   # identical initial weights on every rank

@@ -259,3 +259,14 @@ def test_choice_lr_scale_speeds_up_only_the_searchable_choices():
             assert all((g["lr"] == pytest.approx(0.4)) != (id(p) in fixed) for p in g["params"])
     plain = build_optimizer(net, load_config(None).train, 0.1, torch.device("cpu"))
     assert len(plain.param_groups) == 2                  # unchanged layout: older checkpoints resume
+
+
+def test_cuda_device_of_a_process_under_gpu_masks():
+    """torchrun's one GPU per local rank, and SLURM --gpus-per-task / CUDA_VISIBLE_DEVICES masks where
+    each process sees only its own GPU (set_device(LOCAL_RANK) fails there)."""
+    from fastnas.dist import cuda_index
+    from fastnas.errors import UserError
+    assert [cuda_index(r, 4) for r in range(4)] == [0, 1, 2, 3]
+    assert [cuda_index(r, 1) for r in range(4)] == [0, 0, 0, 0]
+    with pytest.raises(UserError, match="LOCAL_RANK 3 but 2 GPUs"):
+        cuda_index(3, 2)
