@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastnas.config import load_config  # noqa: E402
 from fastnas.latency import (BlockMeter, Timer, autocast, device_name, prepare, random_input,  # noqa: E402
-                             resolve_device, resolve_precision)
+                             resolve_device)
+from fastnas.precision import resolve_precision  # noqa: E402
 from fastnas.spaces.mbconv import MBConvSpace  # noqa: E402
 from fastnas.spaces.mbconv_net import SubNet  # noqa: E402
 

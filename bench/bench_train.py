@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fastnas.config import load_config                                   # noqa: E402
 from fastnas.spaces.mbconv import MBConvSpace                                    # noqa: E402
 from fastnas.spaces.mbconv_net import SuperNet                                    # noqa: E402
-from fastnas.train import build_optimizer, resolve_precision, train_step  # noqa: E402
+from fastnas.precision import resolve_precision  # noqa: E402
+from fastnas.train import build_optimizer, train_step  # noqa: E402
 
 
 def time_steps(model, forward, arch, *, amp_dtype, channels_last, batch, res, warmup, iters, device) -> float:

@@ -47,6 +47,7 @@ from torch.func import functional_call
 from fastnas.calibrate import fresh_bn_stats, recalibrate_bn
 from fastnas.data import to_model_input
 from fastnas.errors import UserError
+from fastnas.precision import resolve_precision
 from fastnas.trie import Node, build_trie
 
 class Result(NamedTuple):
@@ -75,17 +76,6 @@ def fitness_standard_error(result: Result, kind: str = "top1") -> float:
         p = result.top1 / 100.0
         return 100.0 * (p * (1.0 - p) / result.n) ** 0.5
     return result.loss_std / result.n ** 0.5
-
-
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """'auto': bf16 where the hardware runs it natively (CUDA with bf16, AVX-512 BF16 CPUs), else fp16 / fp32."""
-    if precision in ("fp32", "bf16", "fp16"):
-        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    if precision != "auto":
-        raise UserError(f"eval.precision: {precision!r} is not allowed (allowed: auto, fp32, bf16, fp16)")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 
 def model_input(images: torch.Tensor, dtype: torch.dtype, channels_last: bool = True, eval_set=None) -> torch.Tensor:
@@ -199,7 +189,7 @@ class Evaluator:
         self.eval_batch = eval_batch
         self.calib_batch = calib_batch
         self.mode = mode
-        self.dtype = resolve_dtype(precision, self.device)
+        self.dtype = resolve_precision(precision, self.device)
         self.approx_rounds, self.seed = approx_rounds, seed
         self.cache = _LRUCache(int(cache_mb * 2 ** 20))
         self.memo: dict[tuple[int, ...], Result] = {}
@@ -492,7 +482,7 @@ def evaluate_fresh(supernet, arch: Sequence[int], calib_set, val_set, eval_batch
     layers (`prefix_statistics` False) are evaluated this very way, one candidate at a time.
     """
     device = next(supernet.parameters()).device
-    dtype = resolve_dtype(precision, device)
+    dtype = resolve_precision(precision, device)
     net = recalibrated_subnet(supernet, arch, calib_set, calib_batch, dtype, channels_last)
     return score_network(net, val_set, eval_batch, dtype, channels_last)
 

@@ -39,6 +39,7 @@ import torch
 from fastnas.atomic import write_json_atomic
 from fastnas.config import SpaceConfig, load_config, section_from_dict
 from fastnas.errors import UserError, cli_entry
+from fastnas.precision import resolve_precision
 from fastnas.spaces.mbconv import MBConvSpace
 from fastnas.spaces.mbconv_net import SuperNet
 
@@ -154,18 +155,6 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise UserError(f"--device {name!r}: allowed cpu, cuda")
     return torch.device(name)
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """'auto' is bf16 where the device runs it natively (Ampere+ GPU, AVX-512 BF16 CPU), else fp16 on GPU, fp32 on CPU."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in dtypes:
-        raise UserError(f"--precision {precision!r}: allowed auto, fp32, bf16, fp16")
-    return dtypes[precision]
 
 
 class Timer:

@@ -41,6 +41,7 @@ from fastnas import dist
 from fastnas.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, load_latest, save_checkpoint
 from fastnas.config import Config, ConfigError, TrainConfig, load_config
 from fastnas.errors import UserError, cli_entry
+from fastnas.precision import resolve_precision
 from fastnas.sampling import build_sampler
 from fastnas.spaces import build_supernet
 from fastnas.telemetry import Telemetry
@@ -76,15 +77,6 @@ def main(argv=None) -> int:
 
 
 # ----------------------------------------------------------------------------- building blocks
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """Autocast dtype: bf16 on CPU and on GPUs that support it (Ampere+), else fp16; or as configured."""
-    if precision == "auto":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
-            return torch.float16
-        return torch.bfloat16
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float, device: torch.device) -> torch.optim.SGD:
     """SGD with Nesterov momentum; no weight decay on BN and bias (1-D) parameters; fused on CUDA.

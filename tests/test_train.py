@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fastnas.config import ConfigError, load_config
+from fastnas.errors import UserError
 from fastnas.sampling import FairSampler, UniformSampler, build_sampler
 from fastnas.spaces.mbconv import MBConvSpace
 from fastnas.spaces.mbconv_net import SuperNet
@@ -198,12 +199,18 @@ def test_non_finite_loss_skips_the_step_and_backs_off_the_fp16_scale(tmp_path):
     assert result.finite and any(not torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
-def test_precision_follows_the_device():
-    from fastnas.train import resolve_precision
+def test_precision_follows_the_device_and_is_one_answer():
+    """Training, evaluation and latency tables ask one function, so they agree on a machine."""
+    from fastnas import evaluate, latency, train
+    from fastnas.precision import resolve_precision
+    assert train.resolve_precision is evaluate.resolve_precision is latency.resolve_precision is resolve_precision
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) == torch.bfloat16
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if native else torch.float32)
     assert resolve_precision("fp16", cpu) == torch.float16
     assert resolve_precision("fp32", cpu) == torch.float32
+    with pytest.raises(UserError, match="allowed: auto, fp32, bf16, fp16"):
+        resolve_precision("int8", cpu)
 
 
 def test_resume_with_another_world_size_is_refused(tmp_path):
@@ -265,7 +272,6 @@ def test_cuda_device_of_a_process_under_gpu_masks():
     """torchrun's one GPU per local rank, and SLURM --gpus-per-task / CUDA_VISIBLE_DEVICES masks where
     each process sees only its own GPU (set_device(LOCAL_RANK) fails there)."""
     from fastnas.dist import cuda_index
-    from fastnas.errors import UserError
     assert [cuda_index(r, 4) for r in range(4)] == [0, 1, 2, 3]
     assert [cuda_index(r, 1) for r in range(4)] == [0, 0, 0, 0]
     with pytest.raises(UserError, match="LOCAL_RANK 3 but 2 GPUs"):
