@@ -110,3 +110,79 @@ def test_kill_9_mid_run_then_resume_equals_uninterrupted_run_bitwise(tmp_path):
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, different[:5]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (from /proc), children before grandchildren."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(0), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+@pytest.mark.slow
+def test_two_ranks_kill_9_then_resume_equals_uninterrupted_two_rank_run(tmp_path):
+    """Real torchrun with 2 gloo ranks, the whole job SIGKILLed after its first checkpoint, restarted:
+    the final weights equal an uninterrupted 2-rank run's, bit for bit."""
+    steps = 8
+    common = ["train.max_steps=%d" % steps, "train.ckpt_every=2", "train.deterministic=true",
+              "train.precision=bf16", "train.batch_size=4"]
+    cmd = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fastnas.train",
+           "--config", "configs/quickstart_imagenette.yaml"]
+    ref = subprocess.run(cmd + tiny(tmp_path / "ref", *common), cwd=REPO, env=sub_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + tiny(run_dir, *common), cwd=REPO, env=sub_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while not (run_dir / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    for pid in [proc.pid, *descendants(proc.pid)]:  # the launcher and both ranks (torchrun gives its
+        try:                                          # workers their own sessions: no killpg)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_at = load_latest(run_dir / "checkpoint.pt")["step"]
+    assert 0 < killed_at < steps
+
+    resumed = subprocess.run(cmd + tiny(run_dir, *common), cwd=REPO, env=sub_env(),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed from step {killed_at}" in resumed.stdout
+    a, b = _final_weights(tmp_path / "ref"), _final_weights(run_dir)
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert a.keys() == b.keys() and not different, different[:5]
+
+
+@pytest.mark.slow
+def test_fp16_training_with_grad_scaler_resumes_its_scale(tmp_path):
+    """The fp16 path (GradScaler; runs on CPU in this torch): the scaler's state is checkpointed and
+    restored, so a resumed run continues with the scale it had."""
+    cmd = [PY, "-m", "fastnas.train", "--config", "configs/quickstart_imagenette.yaml"]
+    first = subprocess.run(cmd + tiny(tmp_path, "train.precision=fp16", "train.max_steps=2", "train.ckpt_every=1"),
+                           cwd=REPO, env=sub_env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "float16" in first.stdout
+    state = load_latest(tmp_path / "checkpoint.pt")
+    assert state["scaler"] and state["scaler"]["scale"] > 0
+    state["scaler"]["scale"] = 1024.0                  # a scale only the checkpoint knows
+    from fastnas.checkpoint import save_checkpoint
+    save_checkpoint(tmp_path / "checkpoint.pt", state, keep_previous=False)
+    second = subprocess.run(cmd + tiny(tmp_path, "train.precision=fp16", "train.max_steps=3", "train.ckpt_every=1"),
+                            cwd=REPO, env=sub_env(), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "resumed from step 2" in second.stdout, second.stderr[-2000:]
+    after = load_latest(tmp_path / "checkpoint.pt")["scaler"]["scale"]
+    assert after in (1024.0, 512.0)                   # continued from it (halved if that step overflowed)
