@@ -86,6 +86,12 @@ def test_kill_9_mid_run_then_resume_equals_uninterrupted_run_bitwise(tmp_path):
     common = ["train.max_steps=%d" % steps, "train.ckpt_every=2", "train.deterministic=true",
               "space.dropout=0.2", "train.precision=bf16"]
     cmd = [PY, "-m", "fastnas.train", "--config", "configs/quickstart_imagenette.yaml"]
+    kill_resume_and_compare(cmd, common, tmp_path, steps, lambda proc: proc.send_signal(signal.SIGKILL))
+
+
+def kill_resume_and_compare(cmd, common, tmp_path, steps, kill) -> None:
+    """Run `cmd` uninterrupted; run it again, `kill(proc)` once its first checkpoint exists, restart it
+    (automatic resume): the final weights of both must be bitwise equal."""
     ref = subprocess.run(cmd + tiny(tmp_path / "ref", *common), cwd=REPO, env=sub_env(),
                          capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr[-2000:]
@@ -96,7 +102,7 @@ def test_kill_9_mid_run_then_resume_equals_uninterrupted_run_bitwise(tmp_path):
     deadline = time.time() + 240
     while not (run_dir / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    kill(proc)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     killed_at = load_latest(run_dir / "checkpoint.pt")["step"]
@@ -138,33 +144,15 @@ def test_two_ranks_kill_9_then_resume_equals_uninterrupted_two_rank_run(tmp_path
               "train.precision=bf16", "train.batch_size=4"]
     cmd = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fastnas.train",
            "--config", "configs/quickstart_imagenette.yaml"]
-    ref = subprocess.run(cmd + tiny(tmp_path / "ref", *common), cwd=REPO, env=sub_env(),
-                         capture_output=True, text=True, timeout=300)
-    assert ref.returncode == 0, ref.stderr[-2000:]
 
-    run_dir = tmp_path / "killed"
-    proc = subprocess.Popen(cmd + tiny(run_dir, *common), cwd=REPO, env=sub_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while not (run_dir / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    for pid in [proc.pid, *descendants(proc.pid)]:  # the launcher and both ranks (torchrun gives its
-        try:                                          # workers their own sessions: no killpg)
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    killed_at = load_latest(run_dir / "checkpoint.pt")["step"]
-    assert 0 < killed_at < steps
+    def kill_all(proc):                          # the launcher and both ranks (torchrun gives its
+        for pid in [proc.pid, *descendants(proc.pid)]:   # workers their own sessions: no killpg)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
-    resumed = subprocess.run(cmd + tiny(run_dir, *common), cwd=REPO, env=sub_env(),
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"resumed from step {killed_at}" in resumed.stdout
-    a, b = _final_weights(tmp_path / "ref"), _final_weights(run_dir)
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert a.keys() == b.keys() and not different, different[:5]
+    kill_resume_and_compare(cmd, common, tmp_path, steps, kill_all)
 
 
 @pytest.mark.slow

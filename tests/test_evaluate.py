@@ -199,9 +199,9 @@ def _torchrun(tmp_path, nproc: int) -> list:
     script.write_text(WORKER.format(tests=str(REPO / "tests"), sample=str(REPO / "data" / "imagenette-sample")))
     out = tmp_path / f"out{nproc}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                    str(script), str(out)], check=True, env=env, cwd=REPO, timeout=240,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                           str(script), str(out)], env=env, cwd=REPO, timeout=240, capture_output=True, text=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return [json.loads(Path(f"{out}.{r}").read_text()) for r in range(nproc)]
 
 
