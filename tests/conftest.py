@@ -25,3 +25,9 @@ def shared_imagenette() -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not present (tests that need the full imagenette skip without ../shared)")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_scan_cache(tmp_path_factory):
+    """The pre-scan cache of every test run lives in a fresh folder, never in the user's ~/.cache."""
+    os.environ["FASTNAS_CACHE_DIR"] = str(tmp_path_factory.mktemp("fastnas-cache"))

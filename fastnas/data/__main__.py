@@ -26,7 +26,7 @@ def check(path: str, decode: bool = False, out=sys.stdout) -> bool:
     others = sorted(e.name for e in os.scandir(path) if e.is_dir() and e.name != "train" and not e.name.startswith("."))
     for split in ("train", *(others or ["val"])):
         try:
-            scan = scan_split(path, split, classes)
+            scan = scan_split(path, split, classes, cache=False)   # a check checks every file
         except DataError as e:
             if split == "val" and "no val/ folder" in str(e):
                 print(f"{split}: no val/ folder (only train/ is used)", file=out)

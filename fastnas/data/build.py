@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 import torch
+import torch.distributed as dist
 
 from fastnas.config import DataConfig
 from fastnas.data import dali as _dali
@@ -99,15 +100,29 @@ def build_eval_set(data_cfg: DataConfig, *, split: str, num_images: int, resolut
 def _part(data_cfg: DataConfig, part: str, classes: list[str], rank: int) -> SplitScan:
     """The files of the training ('train') or validation ('val') part, problems reported once."""
     if part == "val" and data_cfg.holdout == 0:
-        scan = scan_split(data_cfg.path, data_cfg.val_split, classes)
+        scan = _scan_once(data_cfg.path, data_cfg.val_split, classes)
         _report(scan, rank)
         return scan
-    scan = scan_split(data_cfg.path, "train", classes)
+    scan = _scan_once(data_cfg.path, "train", classes)
     _report(scan, rank)
     if data_cfg.holdout == 0:
         return scan
     kept, heldout = holdout_split(scan, data_cfg.holdout, data_cfg.split_seed)
     return scan.subset(kept if part == "train" else heldout)
+
+
+def _scan_once(root, split: str, classes: list[str]) -> SplitScan:
+    """scan_split, with one process of a distributed job reading the headers: rank 0 scans (and fills
+    the scan cache), the others wait for it and then find every file in the cache."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return scan_split(root, split, classes)
+    if dist.get_rank() == 0:
+        try:
+            return scan_split(root, split, classes)
+        finally:                                   # also on a DataError: the others then meet it too
+            dist.barrier()
+    dist.barrier()
+    return scan_split(root, split, classes)
 
 
 def _decode(data_cfg: DataConfig, backend: str, files: list[str], *, resolution: int,

@@ -8,7 +8,8 @@ every later label); it is reported.
 Undecodable-file policy: every file is pre-scanned before any decoder sees it, by reading
 its header and its tail (no decode, ~20 us a file). Files that cannot be decoded are skipped,
 counted and reported (`python -m fastnas.data check PATH` lists each with its reason); they
-never reach DALI, whose pipeline dies on the first bad file. Measured with DALI 2.4 (CPU)
+never reach DALI, whose pipeline dies on the first bad file. Verdicts are cached per file
+(`scan_cache`), so a restart rereads only what changed. Measured with DALI 2.4 (CPU)
 and torchvision 0.29, both of which decode to RGB:
   decoded and used: grayscale JPEG, CMYK JPEG, progressive JPEG, PNG (also RGBA/palette)
                     under a .JPEG name, tiny (48x31) and large (1024x683) images;
@@ -28,6 +29,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fastnas.data.scan_cache import ScanCache
 from fastnas.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -93,14 +95,19 @@ def list_classes(root: str | os.PathLike) -> list[str]:
     return classes
 
 
-def scan_split(root: str | os.PathLike, split: str, classes: list[str] | None = None) -> SplitScan:
-    """Scan `<root>/<split>`; raise DataError when it has no usable image at all."""
+def scan_split(root: str | os.PathLike, split: str, classes: list[str] | None = None,
+               cache: bool = True) -> SplitScan:
+    """Scan `<root>/<split>`; raise DataError when it has no usable image at all.
+
+    cache: reuse the pre-scan verdicts of files unchanged since the last scan (`scan_cache`);
+    False checks every file again."""
     root = Path(root)
     classes = classes if classes is not None else list_classes(root)
     folder = root / split
     if not folder.is_dir():
         raise DataError(f"{root}: no {split}/ folder")
     scan = SplitScan(root=root, split=split, classes=classes)
+    verdicts = ScanCache(folder, check_file) if cache else None
     known = set(classes)
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name.startswith("."):
@@ -121,7 +128,7 @@ def scan_split(root: str | os.PathLike, split: str, classes: list[str] | None = 
             if not entry.name.lower().endswith(IMAGE_EXTENSIONS):
                 scan.warnings.append(f"{entry.path}: not an image file (extension), ignored")
                 continue
-            reason = check_file(entry.path)
+            reason = verdicts.check(entry, f"{wnid}/{entry.name}") if verdicts else check_file(entry.path)
             if reason:
                 scan.problems.append(Problem(entry.path, reason))
                 continue
@@ -130,6 +137,8 @@ def scan_split(root: str | os.PathLike, split: str, classes: list[str] | None = 
             usable += 1
         if usable == 0:
             scan.warnings.append(f"{class_dir}: class {wnid} (label {label}) has no usable image in {split}/")
+    if verdicts:
+        verdicts.save()
     if not scan.files:
         raise DataError(f"{folder}: no usable images ({len(scan.problems)} unusable file(s))")
     return scan
