@@ -153,6 +153,13 @@ def main(argv=None) -> int:
         build_s[name] = time.perf_counter() - start
     if args.dali_torch_resize:
         loaders["dali_resize_in_torch"].make_batches.resize_in_torch = True
+    # Each round times one epoch's first batches: a small dataset (the bundled sample, when ../shared is
+    # absent, as on a lent GPU machine) may hold fewer than warm-up + batches.
+    per_epoch = min(len(loader) for loader in loaders.values())
+    if args.warmup + args.batches > per_epoch:
+        args.batches = max(1, per_epoch - args.warmup)
+        print(f"bench_data: {args.path} holds {per_epoch} batches of {args.batch_size} an epoch: timing "
+              f"{args.batches} after {args.warmup} warm-up", file=sys.stderr)
     names = list(loaders)
     per_round: dict[str, list[float]] = {n: [] for n in names}
     cpu_ms: dict[str, list[float]] = {n: [] for n in names}
