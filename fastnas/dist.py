@@ -83,6 +83,15 @@ def print0(*args, file=None, **kwargs) -> None:
         print(*args, file=file or sys.stdout, flush=True, **kwargs)
 
 
+def broadcast_object(obj, src: int = 0):
+    """Rank `src`'s `obj` on every rank (picklable objects; a no-op without a process group)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src)
+    return box[0]
+
+
 def broadcast_state(module: torch.nn.Module, src: int = 0) -> None:
     """Copy rank `src`'s parameters and buffers to every rank (once, at start-up)."""
     if dist.is_initialized():

@@ -208,7 +208,8 @@ class Evolution:
                  constraints: Optional[Constraints] = None, max_retries: int = 1000, seed: int = 0,
                  state_path: Optional[str | os.PathLike] = None, resume: bool = True, save_state: bool = True,
                  on_generation: Optional[Callable[[GenerationStats], None]] = None,
-                 fitness_se: float | Callable[[], float] = 0.0, fitness_definition: Optional[dict] = None):
+                 fitness_se: float | Callable[[], float] = 0.0, fitness_definition: Optional[dict] = None,
+                 agree: Optional[Callable[[list], list]] = None):
         if population < 1:
             raise ValueError("population must be >= 1")
         if not 0 <= elites < population:
@@ -220,6 +221,9 @@ class Evolution:
         self.space, self.evaluate, self.selector = space, evaluate, selector
         # What the fitness values depend on (weights, data, eval settings): part of the resume check.
         self.fitness_definition = fitness_definition or {}
+        # Distributed search: every rank runs this loop, and `agree` (a broadcast from rank 0) makes
+        # their candidates rank 0's, so float differences in selection can never split the ranks.
+        self.agree = agree
         # Standard error of one fitness value (or a function giving the current estimate): noise-aware
         # selectors (MFG) see its square as the pool's variance.
         self.fitness_se = fitness_se if callable(fitness_se) else float(fitness_se)
@@ -365,6 +369,8 @@ class Evolution:
         diversity = 0.0
         if self.generation < 0:
             children = self._initial()
+            if self.agree is not None:
+                children = [tuple(a) for a in self.agree(children)]
             fitness = self._score(children, 0)
             first = len(self.history) - len(children)
             self.pop, self.fit = list(children), fitness
@@ -375,6 +381,8 @@ class Evolution:
             parents = np.asarray(self.selector.parents(pool, 2 * self.children, self.rng), dtype=np.int64)
             diversity = pairwise_diversity(pool.codes[parents], self.n_choices)
             children = self._offspring(parents)
+            if self.agree is not None:
+                children = [tuple(a) for a in self.agree(children)]
             if not children:
                 self.exhausted = True
             first = len(self.history)

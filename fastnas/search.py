@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.config, overrides)
     s = cfg.search
 
-    from fastnas.dist import cleanup, init_distributed, print0
+    from fastnas.dist import broadcast_object, cleanup, init_distributed, print0
     from fastnas.evaluate import Result, build_evaluator, fitness_of, fitness_standard_error
     from fastnas.evolution import Evolution
     from fastnas.atomic import write_json_atomic
@@ -186,7 +186,8 @@ def main(argv=None) -> int:
                         seed=s.seed, state_path=out / "state.json", resume=not args.fresh,
                         save_state=env.is_main, on_generation=progress,
                         fitness_se=lambda: math.sqrt(sum(v * v for v in noise.values()) / max(len(noise), 1)),
-                        fitness_definition=evaluator.definition(cfg.eval.fitness))
+                        fitness_definition=evaluator.definition(cfg.eval.fitness),
+                        agree=broadcast_object if env.distributed else None)
         result = evo.run()
         if env.is_main:
             write_json_atomic(metrics_path, metrics)

@@ -209,3 +209,21 @@ def test_resume_after_kill_9_reaches_the_identical_result(tmp_path):
                              capture_output=True, text=True, timeout=120, check=True).stdout
     assert resumed == reference
     assert json.loads(state.read_text())["generation"] == 10
+
+
+def test_agree_makes_every_rank_search_rank_0s_candidates():
+    """Distributed search: each rank runs the loop and `agree` (a broadcast from rank 0) hands it rank 0's
+    candidates. A rank whose own loop would draw others (here: another seed) still follows rank 0 exactly."""
+    space = small_space()
+    drawn = []
+    rank0 = Evolution(space, fitness_fn(space), make_selector("mfg"), population=8, generations=4, seed=0,
+                      agree=lambda children: drawn.append(list(children)) or children)
+    rank1 = Evolution(space, fitness_fn(space), make_selector("mfg"), population=8, generations=4, seed=1,
+                      agree=lambda children: drawn[-1])
+    while not rank0.done():
+        rank0.step()
+        rank1.step()
+    assert [c.arch for c in rank1.history] == [c.arch for c in rank0.history]
+    assert rank1.pop == rank0.pop and rank1.fit == rank0.fit
+    alone = Evolution(space, fitness_fn(space), make_selector("mfg"), population=8, generations=4, seed=1).run()
+    assert [c.arch for c in alone.history] != [c.arch for c in rank0.history]   # the seeds do differ

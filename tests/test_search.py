@@ -1,6 +1,7 @@
 """`python -m fastnas.search` end to end on a real (tiny) supernet checkpoint and real JPEGs."""
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -80,3 +81,20 @@ def test_bad_input_is_one_clear_line(checkpoint, tmp_path, args, message):
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.slow
+def test_two_rank_search_equals_one_rank(checkpoint, tmp_path):
+    """Real torchrun, 2 gloo ranks: candidates come from rank 0 (broadcast), evaluation is sharded and
+    gathered, and the outcome is the 1-rank search's, row for row."""
+    args = ["--config", "configs/quickstart_imagenette.yaml", "--checkpoint", str(checkpoint), "--eval-batch", "16"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "fastnas.search", *args, "--out", str(tmp_path / "one"), *TINY],
+                         capture_output=True, text=True, timeout=600, env=env)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "fastnas.search", *args, "--out", str(tmp_path / "two"), *TINY],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert two.returncode == 0, (two.stdout + two.stderr)[-3000:]
+    assert "world size 2" in two.stdout
+    assert (tmp_path / "two" / "history.csv").read_text() == (tmp_path / "one" / "history.csv").read_text()
