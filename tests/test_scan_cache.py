@@ -4,9 +4,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from fastnas.data.folder import scan_split
+from fastnas.data.folder import check_file, scan_split
 from fastnas.data.scan_cache import ScanCache
-from fastnas.data.folder import check_file
 
 
 def _tree(tmp_path, sample_dir):
