@@ -33,21 +33,28 @@ def test_structure(table):
     assert table.meta["batch_size"] == 2 and table.meta["resolution"] == 32 and table.meta["precision"] == "fp32"
 
 
-def test_predict_is_the_sum_of_parts(table):
+def test_predict_is_the_sum_of_parts():
+    """Against a table of known entries (ms = 10 x layer + choice, fixed 0.5), not one read back from
+    the table under test: the prediction of a path is 0.5 + the sum of its own entries."""
     space = MBConvSpace(SPACE)
-    data = table.to_dict()
+    L, C = len(space), space.max_choices
+    ms = np.add.outer(10.0 * np.arange(L), np.arange(C, dtype=float))
+    known = LatencyTable(SPACE, ms, fixed_ms=0.5)
     rng = np.random.default_rng(0)
     archs = [space.sample(rng) for _ in range(8)]
     for arch in archs:
-        names = space.to_string(arch).split("-")
-        by_hand = data["fixed_ms"] + sum(row["ms"][n] for row, n in zip(data["layers"], names))
-        assert table.predict(arch) == pytest.approx(by_hand, abs=1e-5)
-        assert table.predict(space.to_string(arch)) == table.predict(arch)
-    np.testing.assert_allclose(table.predict_batch(np.array(archs)), [table.predict(a) for a in archs])
-    # a deeper choice at one layer changes the prediction by exactly that entry's difference
-    a = list(archs[0])
+        by_hand = 0.5 + sum(10.0 * layer + choice for layer, choice in enumerate(arch))
+        assert known.predict(arch) == by_hand
+        assert known.predict(space.to_string(arch)) == by_hand
+    np.testing.assert_array_equal(known.predict_batch(np.array(archs)),
+                                  [0.5 + sum(10.0 * i + c for i, c in enumerate(a)) for a in archs])
+
+
+def test_measured_table_predicts_its_paths_consistently(table):
+    space = MBConvSpace(SPACE)
+    a = list(space.sample(np.random.default_rng(1)))
     b = a.copy()
-    b[1] = (a[1] + 1) % space.num_choices[1]
+    b[1] = (a[1] + 1) % space.num_choices[1]         # one layer changed: the prediction moves by that entry
     assert table.predict(b) - table.predict(a) == pytest.approx(table.ms[1, b[1]] - table.ms[1, a[1]])
 
 
@@ -85,6 +92,15 @@ def test_cli_writes_table(tmp_path, capsys):
     table = LatencyTable.load(out)
     assert table.meta["device"] == "cpu" and table.space_cfg.depths == [1] * 6
     assert "latency table:" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run by bench/gpu_check.sh hosts)")
+def test_cli_writes_a_cuda_table(tmp_path, capsys):
+    out = tmp_path / "lut.json"
+    overrides = ["space.resolution=32", "space.num_classes=10", "space.depths=[1,1,1,1,1,1]"]
+    assert main(["--device", "cuda", "--out", str(out), "--warmup", "1", "--repeats", "2", *overrides]) == 0
+    table = LatencyTable.load(out)
+    assert table.meta["device"] == "cuda" and np.isfinite(table.ms[:, 0]).all() and table.fixed_ms > 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
