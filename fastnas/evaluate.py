@@ -6,7 +6,8 @@
 Recalibration is the exact one defined in `fastnas.calibrate` (SPOS / mmrazor): every BN on the
 path reset, train mode, `momentum=None` (cumulative average, never an EMA) over the calibration
 set in consecutive batches of `calib_batch` images (part of the fitness definition; `eval_batch`
-only sets speed); validation in eval mode with those statistics. `evaluate_fresh` is that definition written plainly for one candidate.
+only sets speed); validation in eval mode with those statistics. `evaluate_fresh` is that
+definition written plainly for one candidate.
 
 Sizes: `data.calib_images` calibration images drawn from train/ with a fixed seed (default 500,
 quickstart 200; OFA uses 2,000, mmrazor 4,096, SPOS 25,600 for ImageNet) and `data.val_images`

@@ -219,7 +219,7 @@ class Evolution:
         if crossover not in ("uniform", "single_point"):
             raise ValueError(f"crossover {crossover!r}: allowed uniform, single_point")
         self.space, self.evaluate, self.selector = space, evaluate, selector
-        # What the fitness values depend on (weights, data, eval settings): part of the resume check.
+        # What the fitness values depend on (weights, data, eval settings): resume settings like the rest.
         self.fitness_definition = fitness_definition or {}
         # Distributed search: every rank runs this loop, and `agree` (a broadcast from rank 0) makes
         # their candidates rank 0's, so float differences in selection can never split the ranks.
@@ -263,7 +263,8 @@ class Evolution:
                 "crossover_prob": self.crossover_prob, "max_retries": self.max_retries, "seed": self.seed,
                 "selector": repr(self.selector), "num_choices": self.num_choices.tolist(),
                 "constraints": [self.constraints.min_macs, self.constraints.max_macs, self.constraints.min_params,
-                                self.constraints.max_params, self.constraints.max_latency_ms]}
+                                self.constraints.max_params, self.constraints.max_latency_ms],
+                **{f"fitness.{k}": v for k, v in self.fitness_definition.items()}}
 
     # ------------------------------------------------------------------ variation
     def _mutate(self, arch: Arch) -> Arch:
@@ -356,6 +357,9 @@ class Evolution:
                 self.best = cand
         return fitness
 
+    def _agreed(self, children: list[Arch]) -> list[Arch]:
+        return children if self.agree is None else [tuple(a) for a in self.agree(children)]
+
     def _pool(self, codes=None, fitness=None, birth=None) -> Pool:
         fitness = np.array(self.fit if fitness is None else fitness)
         se = self.fitness_se() if callable(self.fitness_se) else self.fitness_se
@@ -368,9 +372,7 @@ class Evolution:
         t0 = time.perf_counter()
         diversity = 0.0
         if self.generation < 0:
-            children = self._initial()
-            if self.agree is not None:
-                children = [tuple(a) for a in self.agree(children)]
+            children = self._agreed(self._initial())
             fitness = self._score(children, 0)
             first = len(self.history) - len(children)
             self.pop, self.fit = list(children), fitness
@@ -380,9 +382,7 @@ class Evolution:
             pool = self._pool()
             parents = np.asarray(self.selector.parents(pool, 2 * self.children, self.rng), dtype=np.int64)
             diversity = pairwise_diversity(pool.codes[parents], self.n_choices)
-            children = self._offspring(parents)
-            if self.agree is not None:
-                children = [tuple(a) for a in self.agree(children)]
+            children = self._agreed(self._offspring(parents))
             if not children:
                 self.exhausted = True
             first = len(self.history)
@@ -428,24 +428,18 @@ class Evolution:
                 "exhausted": self.exhausted,
                 "population": [list(a) for a in self.pop], "fitness": self.fit, "birth": self.birth,
                 "history": [[list(c.arch), c.fitness, c.generation] for c in self.history],
-                "rng": self.rng.bit_generator.state, "selector": self.selector.state_dict(),
-                "fitness_definition": self.fitness_definition}
+                "rng": self.rng.bit_generator.state, "selector": self.selector.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         where = self.state_path or "search state"
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise StateError(f"{where}: not a fastnas search state")
-        theirs = state.get("fitness_definition", {})
-        if theirs != self.fitness_definition:
-            diff = sorted(k for k in set(theirs) | set(self.fitness_definition)
-                          if theirs.get(k) != self.fitness_definition.get(k))
-            raise StateError(f"{where}: its fitness values were computed differently ({', '.join(diff)} "
-                             f"changed); start afresh with --fresh, or point --out elsewhere")
         ours = json.loads(json.dumps(self.settings()))
-        if state["settings"] != ours:
-            diff = sorted(k for k in ours if state["settings"].get(k) != ours[k])
-            raise StateError(f"{where}: written by a search with other settings ({', '.join(diff)}); "
-                             f"use another output folder or the same settings")
+        theirs = state["settings"]
+        if theirs != ours:
+            diff = sorted(k for k in set(ours) | set(theirs) if theirs.get(k) != ours.get(k))
+            raise StateError(f"{where}: written by a search with other settings ({', '.join(diff)}); start "
+                             f"afresh with --fresh, point --out elsewhere, or use the same settings")
         self.generation = int(state["generation"])
         self.exhausted = bool(state.get("exhausted", False))
         self.pop = [tuple(a) for a in state["population"]]
