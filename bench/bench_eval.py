@@ -36,7 +36,8 @@ from fastnas.checkpoint import load_supernet                                 # n
 from fastnas.config import load_config                                       # noqa: E402
 from fastnas.data import build_eval_set, to_model_input                      # noqa: E402
 from fastnas.data.torchvision import read_rgb                                # noqa: E402
-from fastnas.errors import UserError, cli_entry                              # noqa: E402
+from fastnas.cli import cli_entry                                # noqa: E402
+from fastnas.errors import UserError                                         # noqa: E402
 from fastnas.evaluate import Evaluator, Result                               # noqa: E402
 
 

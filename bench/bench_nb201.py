@@ -31,7 +31,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fastnas.errors import UserError, cli_entry  # noqa: E402
+from fastnas.cli import cli_entry  # noqa: E402
+from fastnas.errors import UserError  # noqa: E402
 from fastnas.evolution import Evolution  # noqa: E402
 from fastnas.groundtruth import NB201_TABLE, GroundTruth  # noqa: E402
 from fastnas.selection import DEFAULT_SPREAD_SHARE, DEFAULT_TARGET_DIVERSITY, make_selector  # noqa: E402

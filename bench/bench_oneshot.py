@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fastnas.config import load_config  # noqa: E402
-from fastnas.errors import UserError, cli_entry  # noqa: E402
+from fastnas.cli import cli_entry, parse_args  # noqa: E402
+from fastnas.errors import UserError  # noqa: E402
 from fastnas.groundtruth import NB201_TABLE, REPORT_COLUMN, SEARCH_COLUMN, GroundTruth  # noqa: E402
 
 CONFIG = REPO / "configs" / "nb201_cifar10.yaml"
@@ -46,7 +47,7 @@ SELECTORS = ("mfg", "rea", "random", "boltzmann")
 QUICK = ["train.epochs=3", "data.calib_images=512", "data.val_images=1000"]
 
 
-def parse_args(argv):
+def parse_command_line(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(CONFIG), help="run config (space nb201, CIFAR-10 data, training recipe)")
     p.add_argument("--checkpoint", help="reuse this trained NB201 supernet instead of training one")
@@ -62,7 +63,7 @@ def parse_args(argv):
     p.add_argument("--json", help="write the results here")
     p.add_argument("--plot", help="scatter plot PNG (default: beside --json, or in --out)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     if args.quick:
         args.archs, args.search_seeds = min(args.archs, 50), min(args.search_seeds, 3)
         args.overrides = QUICK + list(args.overrides)
@@ -156,7 +157,7 @@ def scatter(path: Path, fitness: np.ndarray, true_valid: np.ndarray, label: str,
 
 @cli_entry
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = parse_command_line(argv)
     overrides = [f"train.run_dir={args.out}/supernet", f"eval.checkpoint={args.out}/supernet/checkpoint.pt",
                  *args.overrides]
     cfg = load_config(args.config, overrides)

@@ -22,7 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fastnas.errors import UserError, cli_entry  # noqa: E402
+from fastnas.cli import cli_entry  # noqa: E402
+from fastnas.errors import UserError  # noqa: E402
 
 IMAGENET_TRAIN_FILES = 1_281_167
 

@@ -29,7 +29,8 @@ import torch
 from fastnas.atomic import atomic_file, atomic_write, write_json_atomic
 from fastnas.checkpoint import load_supernet
 from fastnas.config import SpaceConfig, section_from_dict
-from fastnas.errors import UserError, cli_entry
+from fastnas.cli import cli_entry, parse_args
+from fastnas.errors import UserError
 from fastnas.spaces import ArchError, Space, build_space
 
 FORMAT = "fastnas-export/1"
@@ -163,7 +164,7 @@ def main(argv=None) -> int:
                         "on the calibration set, as the search scored the architecture")
     p.add_argument("--config", help="run config for the calibration data (default: the checkpoint's own)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. data.path=/data/imagenet")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     supernet, ckpt_cfg = load_supernet(args.supernet)
     arch = read_arch(args.arch, supernet.space)
     net = None

@@ -38,7 +38,8 @@ import torch
 
 from fastnas.atomic import write_json_atomic
 from fastnas.config import SpaceConfig, load_config, section_from_dict
-from fastnas.errors import UserError, cli_entry
+from fastnas.cli import cli_entry, parse_args
+from fastnas.errors import UserError
 from fastnas.precision import resolve_precision
 from fastnas.spaces.mbconv import MBConvSpace
 from fastnas.spaces.mbconv_net import SuperNet
@@ -351,7 +352,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. space.resolution=224")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     for name in ("batch_size", "repeats"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")

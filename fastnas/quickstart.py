@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from fastnas.config import REPO_ROOT, load_config
-from fastnas.errors import UserError, cli_entry
+from fastnas.cli import cli_entry, parse_args
+from fastnas.errors import UserError
 
 
 def _run(title: str, cmd: list[str], env: dict | None = None) -> None:
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--nproc", type=int, default=2, help="training processes (torchrun --nproc_per_node)")
     p.add_argument("--fresh", action="store_true", help="delete earlier quickstart outputs first")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="passed to every step")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
 
     cfg = load_config(args.config, args.overrides)
     truth = _ground_truth(cfg)           # a bad table is an error now, not after the training

@@ -21,7 +21,8 @@ import torch
 from fastnas import dist
 from fastnas.checkpoint import load_checkpoint, load_supernet
 from fastnas.config import config_from_record, load_config
-from fastnas.errors import UserError, cli_entry
+from fastnas.cli import cli_entry, parse_args
+from fastnas.errors import UserError
 from fastnas.spaces import ArchError, build_space
 from fastnas.train import fit
 
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--run-dir", help="output folder (default: <train.run_dir>/../retrain)")
     p.add_argument("--resume", help="resume from this checkpoint (default: the newest one in the run folder)")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=300")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
 
     cfg = load_config(args.config, args.overrides)
     supernet_path = args.supernet or cfg.eval.checkpoint

@@ -33,10 +33,11 @@ import time
 from pathlib import Path
 
 from fastnas.config import load_config
-from fastnas.errors import UserError, cli_entry
+from fastnas.cli import cli_entry, parse_args
+from fastnas.errors import UserError
 
 
-def parse_args(argv):
+def parse_command_line(argv):
     p = argparse.ArgumentParser(prog="python -m fastnas.search", description=__doc__.splitlines()[0],
                                 epilog="Any config value can be overridden as section.key=value, "
                                        "e.g. search.generations=30 search.tau=0.3 data.val_images=2000.")
@@ -50,7 +51,7 @@ def parse_args(argv):
     p.add_argument("--latency-table", help="LUT.json from `python -m fastnas.latency` (search.latency_table)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing state.json and start over")
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     flags = {"eval.eval_batch": args.eval_batch, "eval.checkpoint": args.checkpoint, "search.out_dir": args.out,
              "search.selector": args.selector, "eval.mode": args.mode,
              "search.max_latency_ms": args.max_latency_ms, "search.latency_table": args.latency_table}
@@ -123,7 +124,7 @@ def build_constraints(s, space):
 
 @cli_entry
 def main(argv=None) -> int:
-    args, overrides = parse_args(argv)
+    args, overrides = parse_command_line(argv)
     cfg = load_config(args.config, overrides)
     s = cfg.search
 

@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 
 from fastnas.config import ConfigError, SpaceConfig, load_config, section_from_dict
-from fastnas.errors import cli_entry
+from fastnas.cli import cli_entry, parse_args
 from fastnas.spaces import build_space
 
 
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("overrides", nargs="*", help="space.key=value overrides, e.g. space.resolution=192")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     space = build_space(_space_config(args.config, args.overrides))
     arch = space.from_string(args.arch) if args.arch else space.sample(np.random.default_rng(args.seed))
     cost = space.cost(arch)

@@ -40,7 +40,8 @@ from torch import nn
 from fastnas import dist
 from fastnas.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, load_latest, save_checkpoint
 from fastnas.config import Config, ConfigError, TrainConfig, load_config
-from fastnas.errors import UserError, cli_entry
+from fastnas.cli import cli_entry, parse_args
+from fastnas.errors import UserError
 from fastnas.precision import resolve_precision
 from fastnas.sampling import build_sampler
 from fastnas.spaces import build_supernet
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     p.add_argument("--config", help="run config (YAML), e.g. configs/quickstart.yaml")
     p.add_argument("--resume", help="resume from this checkpoint (default: the newest one in train.run_dir)")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=100")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     cfg = load_config(args.config, args.overrides)
     if cfg.train.deterministic:          # cuBLAS reads it when its first handle is made: before any CUDA work
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -12,7 +12,7 @@ import os
 import sys
 
 from fastnas.data.folder import DataError, Problem, list_classes, scan_split
-from fastnas.errors import cli_entry
+from fastnas.cli import cli_entry
 
 
 def check(path: str, decode: bool = False, out=sys.stdout) -> bool:
