@@ -38,7 +38,8 @@ from fastnas.data import build_eval_set, to_model_input                      # n
 from fastnas.data.torchvision import read_rgb                                # noqa: E402
 from fastnas.cli import cli_entry                                # noqa: E402
 from fastnas.errors import UserError                                         # noqa: E402
-from fastnas.evaluate import Evaluator, Result                               # noqa: E402
+from fastnas.evaluate import Evaluator                                       # noqa: E402
+from fastnas.fitness import Result                                          # noqa: E402
 
 
 # ----------------------------------------------------------------------------- (i) the naive evaluator

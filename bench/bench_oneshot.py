@@ -169,7 +169,8 @@ def main(argv=None) -> int:
         checkpoint, train_s = train_supernet(args, overrides)
 
     import torch
-    from fastnas.evaluate import build_evaluator, fitness_of
+    from fastnas.evaluate import build_evaluator
+    from fastnas.fitness import fitness_of
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     evaluator = build_evaluator(cfg, device, checkpoint)
@@ -203,7 +204,7 @@ def main(argv=None) -> int:
         search[name] = {"mean": float(tests.mean()), "std": float(tests.std(ddof=1)) if len(tests) > 1 else 0.0,
                         "n": len(tests), "archs": [space.to_string(a) for a in found]}
         print(f"search {name:>9}: {REPORT_COLUMN} {search[name]['mean']:.2f} ± {search[name]['std']:.2f} "
-              f"over {len(tests)} seeds ({len(evaluator.memo)} cells scored so far)", flush=True)
+              f"over {len(tests)} seeds ({len(evaluator.results)} cells scored so far)", flush=True)
     search_s = time.perf_counter() - t0
 
     from fastnas.checkpoint import load_checkpoint
@@ -219,7 +220,7 @@ def main(argv=None) -> int:
                         "sampler": trained.train.sampler, "train_images": _train_images(trained), "wall_s": train_s,
                         "checkpoint": checkpoint},
            "evaluation": {"fitness": cfg.eval.fitness, "calib_images": len(evaluator.calib.labels),
-                          "val_images": len(evaluator.val.labels), "cells_scored": len(evaluator.memo),
+                          "val_images": len(evaluator.val.labels), "cells_scored": len(evaluator.results),
                           "ranking_s": rank_s, "search_s": search_s},
            "archs": args.archs, "arch_seed": args.arch_seed, "budget": args.budget,
            "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"}

@@ -129,7 +129,8 @@ def main(argv=None) -> int:
     s = cfg.search
 
     from fastnas.dist import broadcast_object, cleanup, init_distributed, print0
-    from fastnas.evaluate import Result, build_evaluator, fitness_of, fitness_standard_error
+    from fastnas.evaluate import build_evaluator
+    from fastnas.fitness import Result, fitness_of, fitness_standard_error
     from fastnas.evolution import Evolution
     from fastnas.atomic import write_json_atomic
     from fastnas.report import fitness_label

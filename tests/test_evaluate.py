@@ -20,7 +20,8 @@ from fastnas.calibrate import recalibrate_bn
 from fastnas.config import DataConfig, SpaceConfig
 from fastnas.data import build_eval_set
 from fastnas.errors import UserError
-from fastnas.evaluate import Evaluator, Result, evaluate_fresh, model_input
+from fastnas.evaluate import Evaluator
+from fastnas.fitness import Result, evaluate_fresh, model_input
 from fastnas.spaces.mbconv_net import SuperNet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def test_cached_statistics_and_activations_across_calls_equal_fresh(net, sets):
         ev = Evaluator(net, calib, val, 8, precision="fp32", cache_mb=cache_mb)
         ev.evaluate(first)
         assert len(ev.cache) > 0 and ev.cache.used <= ev.cache.budget
-        ev.memo.clear()                                                       # force reuse of (b) and (c), not (a)
+        ev._memo.clear()                                                      # force reuse of (b) and (c), not (a)
         got = ev.evaluate(first + second)
         assert ev.cache.used <= ev.cache.budget
         assert got == [evaluate_fresh(net, a, calib, val, 8, precision="fp32") for a in first + second]
@@ -101,8 +102,25 @@ def test_memo_returns_the_same_results_without_recomputing(net, sets):
     archs = candidates(net.space, 3)
     ev = Evaluator(net, calib, val, 8, precision="fp32", cache_mb=0)
     first = ev.evaluate(archs)
-    ev.net.head.classifier.weight.data.zero_()                               # any recomputation would now differ
+    ev._net.head.classifier.weight.data.zero_()                              # any recomputation would now differ
     assert ev.evaluate(list(reversed(archs))) == list(reversed(first))
+
+
+def test_the_fitness_definition_is_fixed_when_the_evaluator_is_built(net, sets):
+    calib, val = sets
+    net = make_supernet()                                                     # this test changes its weights
+    ev = Evaluator(net, calib, val, 8, precision="fp32", cache_mb=0)
+    before = ev.definition()
+    for name, value in (("mode", "approx"), ("calib_batch", 4), ("dtype", torch.bfloat16), ("val", calib)):
+        with pytest.raises(AttributeError, match="part of the fitness definition"):
+            setattr(ev, name, value)
+    ev.eval_batch = 3                                                         # a speed knob stays free
+    with pytest.raises(TypeError):
+        ev.results[candidates(net.space, 1)[0]] = None                        # the memo is read-only
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)                                      # the caller's supernet is not the evaluator's
+    assert ev.definition() == before
+    assert Evaluator(net, calib, val, 8, precision="fp32").definition()["weights"] != before["weights"]
 
 
 def test_recalibrated_statistics_equal_plain_recalibration(net, sets):
@@ -198,7 +216,7 @@ def _torchrun(tmp_path, nproc: int) -> list:
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(tests=str(REPO / "tests"), sample=str(REPO / "data" / "imagenette-sample")))
     out = tmp_path / f"out{nproc}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                            str(script), str(out)], env=env, cwd=REPO, timeout=240, capture_output=True, text=True)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
@@ -232,7 +250,7 @@ def test_nb201_whole_subnet_fallback_equals_fresh(sets):
     got = ev.evaluate(archs)
     fresh = [evaluate_fresh(net, a, calib, val, 8, precision="fp32") for a in archs]
     assert got == fresh
-    assert len(ev.memo) == len(set(archs))
+    assert len(ev.results) == len(set(archs))
     assert ev.evaluate(archs[:2]) == got[:2]                 # from the memo
     sub = ev.recalibrated_subnet(archs[0])
     assert sub.training is False
