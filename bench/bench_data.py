@@ -139,7 +139,8 @@ def main(argv=None) -> int:
     def fastnas(backend):
         cfg = DataConfig(path=str(args.path), backend=backend, workers=args.workers, augment=spec["augment"],
                          normalization=spec["normalization"])
-        return build_train_loader(cfg, batch_size=args.batch_size, resolution=args.resolution, device=device)
+        return build_train_loader(cfg, batch_size=args.batch_size, resolution=args.resolution, device=device,
+                                  reuse_buffers=True)
 
     loaders, build_s = {}, {}
     builders = {b: (lambda b=b: fastnas(b)) for b in spec["backends"]}

@@ -196,7 +196,7 @@ def fit(cfg: Config, env: dist.DistEnv, model: nn.Module, paths_for_step: Callab
     check_num_classes(cfg.data, cfg.space.num_classes)
     loader = build_train_loader(cfg.data, batch_size=tcfg.batch_size, resolution=cfg.space.resolution,
                                 rank=env.rank, world_size=env.world_size, seed=tcfg.seed, device=env.device,
-                                dtype=amp_dtype, channels_last=tcfg.channels_last)
+                                dtype=amp_dtype, channels_last=tcfg.channels_last, reuse_buffers=True)
     steps_per_epoch = len(loader)
     if steps_per_epoch < 1:
         raise ConfigError(f"train.batch_size={tcfg.batch_size} x {env.world_size} ranks is larger than the "
@@ -260,12 +260,9 @@ def fit(cfg: Config, env: dist.DistEnv, model: nn.Module, paths_for_step: Callab
     try:
         while step < stop_step:
             epoch = step // steps_per_epoch
-            loader.set_epoch(epoch)
+            loader.set_epoch(epoch, start=step - epoch * steps_per_epoch)   # mid-epoch: the rest of its order
             torch.manual_seed(step_seed(tcfg.seed, epoch, 1 << 20))   # e.g. DataLoader worker seeds
-            batches = iter(loader)
-            for _ in range(step - epoch * steps_per_epoch):           # resume mid-epoch: replay the data order
-                next(batches)
-            for images, labels in batches:
+            for images, labels in loader:
                 torch.manual_seed(step_seed(tcfg.seed, step, env.rank))  # dropout etc.: a function of the step
                 last = train_step(forward, params, optimizer, scaler, [(images, labels)], paths_for_step(step),
                                   criterion=criterion, amp_dtype=amp_dtype, world_size=env.world_size,

@@ -19,8 +19,8 @@ from PIL import Image
 from fastnas.config import DataConfig
 from fastnas.data import (DataError, EvalSet, build_eval_set, build_train_loader, scan_split, shard_order,
                           to_model_input)
-from fastnas.data.folder import check_file
-from fastnas.data.loader import IMAGENET_MEAN, IMAGENET_STD, BufferPool
+from fastnas.data.folder import check_file, image_size
+from fastnas.data.loader import IMAGENET_MEAN, IMAGENET_STD, TrainLoader
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ["dali", "torchvision"]
@@ -161,6 +161,67 @@ def test_ranks_have_same_steps_and_disjoint_files(small_dataset, backend):
     assert [len(list(l)) for l in loaders] == [3, 3]
 
 
+# ----------------------------------------------------------------------------- per-sample augmentation
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_slice_of_the_epoch_yields_the_rest_of_the_epoch(small_dataset, backend):
+    """Mid-epoch resume reads the rest of the file order: the same batches as the whole epoch's tail."""
+    loader = build_train_loader(_cfg(small_dataset, backend), batch_size=2, resolution=32, seed=3)
+    loader.set_epoch(1)
+    whole = [(x.clone(), y) for x, y in loader]
+    loader.set_epoch(1, start=4)
+    tail = [(x.clone(), y) for x, y in loader]
+    assert len(whole) == 6 and len(tail) == 2
+    for (xa, ya), (xb, yb) in zip(whole[4:], tail):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    with pytest.raises(ValueError):
+        loader.set_epoch(1, start=7)
+
+
+def test_dali_builds_one_pipeline_and_recovers_from_an_early_stop(small_dataset):
+    loader = build_train_loader(_cfg(small_dataset, "dali"), batch_size=2, resolution=32)
+    first = [x.clone() for x, _ in loader]
+    batches = iter(loader)
+    next(batches)
+    batches.close()                            # a run ends mid-epoch: the scheduled runs are drained
+    loader.set_epoch(1)
+    other = [x.clone() for x, _ in loader]
+    loader.set_epoch(0, start=5)               # a first stretch shorter than DALI's prefetch depth
+    fresh = build_train_loader(_cfg(small_dataset, "dali"), batch_size=2, resolution=32)
+    fresh.set_epoch(0, start=5)
+    assert torch.equal(next(iter(fresh))[0], first[5])
+    loader.set_epoch(0)
+    again = [x.clone() for x, _ in loader]
+    assert all(torch.equal(a, b) for a, b in zip(first, again)) and len(again) == len(first)
+    assert not torch.equal(first[0], other[0])
+    assert loader.make_batches.builds == 1
+
+
+def test_dali_and_torchvision_cut_the_same_windows(small_dataset):
+    """Crops and flips are drawn per file, so both backends cut the same windows; the pixels differ
+    only by the resize filter (DALI's is not antialiased). A window of another epoch differs a lot."""
+    def epoch(backend, k):
+        loader = build_train_loader(_cfg(small_dataset, backend), batch_size=12, resolution=48, seed=1)
+        loader.set_epoch(k)
+        return next(iter(loader))
+    (dali, ya), (tv, yb), (other, _) = epoch("dali", 0), epoch("torchvision", 0), epoch("torchvision", 1)
+    assert torch.equal(ya, yb)
+    same = (dali - tv).abs().mean(dim=(1, 2, 3))
+    assert same.max() < 0.25 < (dali - other).abs().mean(dim=(1, 2, 3)).mean(), same
+
+
+def test_image_size_reads_the_header(sample_dir):
+    files = sorted((sample_dir / "train").glob("*/*.JPEG"))[::25]
+    for f in files:
+        with Image.open(f) as img:
+            assert image_size(f.read_bytes()) == (img.height, img.width)
+    png = io.BytesIO()
+    Image.new("RGB", (7, 5)).save(png, "PNG")
+    assert image_size(png.getvalue()) == (5, 7)
+    with pytest.raises(DataError):
+        image_size(b"GIF89a")
+
+
 # ----------------------------------------------------------------------------- normalisation
 
 def test_to_model_input_matches_plain_formula():
@@ -173,26 +234,22 @@ def test_to_model_input_matches_plain_formula():
     torch.testing.assert_close(to_model_input(images, torch.bfloat16).float(), plain, rtol=1e-2, atol=2e-2)
 
 
-def test_reused_buffers_never_overwrite_a_held_batch(small_dataset):
-    """The loader reuses its output buffers: batches the caller keeps (or keeps a view of) stay intact."""
-    loader = build_train_loader(_cfg(small_dataset, "torchvision"), batch_size=2, resolution=32)
-    kept, copies, views = [], [], []
-    for x, _ in loader:
-        kept.append(x)
-        copies.append(x.clone())
-    for a, b in zip(kept, copies):
-        assert torch.equal(a, b)
-    for x, _ in loader:
-        views.append(x[:1])                    # only a view survives the loop variable
-        copies.append(x[:1].clone())
-    for a, b in zip(views, copies[len(kept):]):
-        assert torch.equal(a, b)
-    pool = BufferPool(size=2)
-    first = pool.get((1, 3, 4, 4), torch.float32, torch.device("cpu"))
-    assert pool.get((1, 3, 4, 4), torch.float32, torch.device("cpu")) is not first      # held: fresh buffer
-    ident = id(first)
-    del first
-    assert id(pool.get((1, 3, 4, 4), torch.float32, torch.device("cpu"))) == ident       # released: reused
+def test_buffer_reuse_changes_no_batch_and_keeps_each_for_its_lifetime(small_dataset):
+    """Without reuse every batch is its own tensor (safe to keep); with reuse a training loop that
+    holds one batch while asking for the next sees the same numbers, in a ring of buffers."""
+    cfg = _cfg(small_dataset, "torchvision")
+    kept = list(x for x, _ in build_train_loader(cfg, batch_size=2, resolution=32))
+    assert len({x.data_ptr() for x in kept}) == len(kept) == 6
+    reusing = build_train_loader(cfg, batch_size=2, resolution=32, reuse_buffers=True)
+    previous, pointers = None, []
+    for k, (x, _) in enumerate(reusing):
+        assert torch.equal(x, kept[k])
+        if previous is not None:                   # the batch held while this one was made is intact
+            assert torch.equal(previous, kept[k - 1])
+        previous = x
+        pointers.append(x.data_ptr())
+    depth = TrainLoader.REUSE_DEPTH
+    assert len(set(pointers)) == depth and pointers[:depth] == pointers[depth:2 * depth]
 
 
 # ----------------------------------------------------------------------------- evaluation sets

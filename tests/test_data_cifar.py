@@ -18,7 +18,8 @@ from fastnas.config import ConfigError, DataConfig, config_from_dict
 from fastnas.data import DataError, build_eval_set, build_train_loader, holdout_split, scan_split, to_model_input
 from fastnas.data import dali as _dali
 from fastnas.data.folder import SplitScan
-from fastnas.data.loader import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, NORMALIZATION, PAD
+from fastnas.data.augment import PAD
+from fastnas.data.loader import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, NORMALIZATION
 from fastnas.data.torchvision import decode_eval as tv_decode_eval
 from fastnas.data.torchvision import read_rgb
 
@@ -258,3 +259,16 @@ def test_check_lists_the_test_split(cifar):
     assert check(str(cifar), out=out)
     assert f"test: {len(CLASSES) * TEST_PER_CLASS} usable images" in out.getvalue()
     assert "no val/ folder" not in out.getvalue()
+
+
+def test_dali_and_torchvision_pad_crops_are_identical(cifar):
+    """The padded crop and flip are drawn per file, and at native resolution nothing is resampled:
+    the two backends give the very same training batches."""
+    batches = []
+    for backend in ("dali", "torchvision"):
+        loader = build_train_loader(_cfg(cifar, backend), batch_size=20, resolution=32, seed=4)
+        loader.set_epoch(2)
+        batches.append([(x, y) for x, y in loader])
+    assert len(batches[0]) == 3
+    for (xa, ya), (xb, yb) in zip(*batches):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

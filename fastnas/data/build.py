@@ -36,8 +36,11 @@ def check_num_classes(data_cfg: DataConfig, num_classes: int) -> int:
 
 def build_train_loader(data_cfg: DataConfig, *, batch_size: int, resolution: int, rank: int = 0, world_size: int = 1,
                        seed: int = 0, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
-                       channels_last: bool = True) -> TrainLoader:
+                       channels_last: bool = True, reuse_buffers: bool = False) -> TrainLoader:
     """The training loader of one rank: `data.augment`'s crop, flip, normalise; last partial batch dropped.
+
+    `reuse_buffers`: a training loop that keeps no batch beyond the next one lets the loader
+    write batches into a ring of buffers (see TrainLoader).
 
     With `data.holdout` > 0 it reads only the part of train/ that is not held out.
     """
@@ -47,7 +50,7 @@ def build_train_loader(data_cfg: DataConfig, *, batch_size: int, resolution: int
     backend = resolve_backend(data_cfg.backend, device)
     mean, std = NORMALIZATION[data_cfg.normalization]
     common = dict(batch_size=batch_size, rank=rank, world_size=world_size, seed=seed, device=device, dtype=dtype,
-                  channels_last=channels_last, backend=backend, mean=mean, std=std)
+                  channels_last=channels_last, backend=backend, mean=mean, std=std, reuse_buffers=reuse_buffers)
     if backend == "synthetic":
         from fastnas.data.synthetic import SyntheticTrainBatches
         make = SyntheticTrainBatches(batch_size=batch_size, resolution=resolution,

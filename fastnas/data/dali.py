@@ -1,4 +1,4 @@
-"""NVIDIA DALI backend: decode, random crop and flip in DALI's C++ thread pool.
+"""NVIDIA DALI backend: decode, crop and flip in DALI's C++ thread pool.
 
 With CUDA, JPEGs are decoded on the GPU (`device='mixed'`: nvJPEG, the hardware decoder
 where present), resized there, and `crop_mirror_normalize` writes normalised NHWC
@@ -6,20 +6,25 @@ where present), resized there, and `crop_mirror_normalize` writes normalised NHW
 
 Without a GPU, DALI runs CPU-only: `device_id=None` (any device id fails without CUDA, even
 `types.CPU_ONLY_DEVICE_ID`) and no 'mixed' operators. There the pipeline stops at uint8 NHWC
-and `TrainLoader` normalises (4x fewer bytes leave DALI). DALI labels arrive int32 (N, 1).
+and `TrainLoader` normalises (4x fewer bytes leave DALI).
 
-Per image: the fused `decoders.image_random_crop` decodes only the crop window; `resize` to
-res x res (linear, no antialias) flips the image for free through a reversed region of
-interest (a separate `flip` cost ~100 us an image here).
+One pipeline serves the loader's whole life: it is built on first use and fed through
+`external_source` (the encoded bytes, and each image's crop window and flip), so an epoch does
+not rebuild it (on a GPU that would re-initialise nvJPEG and its memory pools). The windows are
+drawn per file in Python (`fastnas.data.augment`, the same windows the torchvision backend cuts;
+the image size comes from its header), so reading can start anywhere in an epoch's file order:
+a mid-epoch resume slices the order instead of decoding the skipped batches. Runs are scheduled
+`DEPTH` ahead; a consumer that stops early (the last step of a run) has the runs still in flight
+drained, so the next epoch starts clean.
 
-With `data.augment=pad_crop` (CIFAR): the whole image is decoded and fitted to res x res
-(shorter side resized, centre crop: both no-ops for 32x32 at 32), then `slice` takes a res x res
-window at an absolute anchor drawn from [-PAD, PAD] per axis, zero-filling what lies outside
-the image (the padded crop without materialising the padding), and the flip is `flip` (on the
-GPU, `crop_mirror_normalize`'s mirror, fused with normalising).
+Per image: `decoders.image_slice` decodes only the crop window; `resize` to res x res (linear,
+no antialias) flips the image for free through a reversed region of interest (a separate `flip`
+cost ~100 us an image here). With `data.augment=pad_crop` (CIFAR): the whole image is decoded
+and fitted to res x res (shorter side resized, centre crop: both no-ops for 32x32 at 32), then
+`slice` takes a res x res window at the drawn offset in [-PAD, PAD] per axis, zero-filling what
+lies outside the image (the padded crop without materialising the padding); the flip is `flip`
+(on the GPU, `crop_mirror_normalize`'s mirror, fused with normalising).
 
-The file order of each epoch comes from `loader.shard_order` (the same as the torchvision
-backend); a pipeline is built per epoch over that list, so `set_epoch` reseeds exactly.
 Every file was pre-scanned (folder.py), so DALI never sees one that would kill its pipeline;
 should one slip through anyway, the error is one line naming the remedy.
 """
@@ -31,8 +36,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from fastnas.data.folder import DataError, SplitScan
-from fastnas.data.loader import EVAL_CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, PAD, resize_hwc, single_threaded
+from fastnas.data.augment import draw_crop, sample_rng
+from fastnas.data.folder import DataError, SplitScan, image_size
+from fastnas.data.loader import EVAL_CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, resize_hwc, single_threaded
 
 try:
     from nvidia.dali import fn, pipeline_def, types
@@ -42,18 +48,15 @@ except ImportError:                     # DALI is optional: the torchvision back
     AVAILABLE = False
 
 _GPU_DTYPES = {torch.float32: "FLOAT", torch.float16: "FLOAT16"}
+DEPTH = 2                               # runs scheduled ahead of the consumer
 
 
 def _dali_device_id(device: torch.device):
     return device.index if device.index is not None else torch.cuda.current_device() if device.type == "cuda" else None
 
 
-def _pipeline_seed(*parts: int) -> int:
-    return int(np.random.default_rng(list(parts)).integers(0, 2**31 - 1))
-
-
 class DaliTrainBatches:
-    """`make_batches` for TrainLoader: yields one rank's batches for one epoch."""
+    """`make_batches` for TrainLoader: yields one rank's batches of the file order it is given."""
 
     def __init__(self, scan: SplitScan, *, batch_size: int, resolution: int, threads: int, seed: int, rank: int,
                  device: torch.device, dtype: torch.dtype, resize_in_torch: bool = False,
@@ -73,37 +76,39 @@ class DaliTrainBatches:
         # loop, thread pool) it measured no faster (bench/RESULTS.md), so DALI resizes by default.
         self.resize_in_torch = bool(resize_in_torch) and not self.on_gpu and augment == "random_resized_crop"
         self._pool: ThreadPoolExecutor | None = None
+        self._pipe = None
+        self._primed = False            # the first schedule_run of a pipeline prefetches DEPTH runs
+        self.builds = 0                 # pipelines built so far (one per loader, unless DALI failed)
 
-    def _pipeline(self, files: list[str], labels: list[int], epoch: int):
+    def _pipeline(self):
+        if self._pipe is not None:
+            return self._pipe
         res, on_gpu, normalized, resize_in_torch = self.resolution, self.on_gpu, self.normalized, self.resize_in_torch
         out_dtype = getattr(types, _GPU_DTYPES.get(self.dtype, "FLOAT"))
         pad_crop, mean, std = self.augment == "pad_crop", self.mean, self.std
+        decode_on = "mixed" if on_gpu else "cpu"
 
-        @pipeline_def(batch_size=self.batch_size, num_threads=self.threads,
-                      device_id=_dali_device_id(self.device), seed=_pipeline_seed(self.seed, epoch, self.rank),
-                      prefetch_queue_depth=2)
+        @pipeline_def(batch_size=self.batch_size, num_threads=self.threads, device_id=_dali_device_id(self.device),
+                      prefetch_queue_depth=DEPTH)
         def train_pipe():
-            jpegs, labs = fn.readers.file(files=files, labels=labels, random_shuffle=False, name="reader")
-            if pad_crop:                  # whole image, window at an offset in [-PAD, PAD] (zeros outside), flip
-                images = _fit(fn.decoders.image(jpegs, device="mixed" if on_gpu else "cpu", output_type=types.RGB),
-                              res, 1.0)
-                anchor = fn.random.uniform(values=list(range(-PAD, PAD + 1)), shape=[2], dtype=types.INT32)   # x, y
-                flip = fn.random.coin_flip(probability=0.5)
-                images = fn.slice(images, start=anchor, shape=[res, res], axis_names="WH", out_of_bounds_policy="pad",
-                                  fill_values=0)
+            jpegs = fn.external_source(name="jpegs", dtype=types.UINT8, ndim=1)
+            anchor = fn.external_source(name="anchor", dtype=types.FLOAT, ndim=1)      # x, y
+            shape = fn.external_source(name="shape", dtype=types.FLOAT, ndim=1)        # width, height
+            flip = fn.external_source(name="flip", dtype=types.INT32, ndim=0)
+            if pad_crop:                  # whole image, window at the drawn offset (zeros outside), flip
+                images = _fit(fn.decoders.image(jpegs, device=decode_on, output_type=types.RGB), res, 1.0)
+                images = fn.slice(images, start=fn.cast(anchor, dtype=types.INT32),
+                                  shape=fn.cast(shape, dtype=types.INT32), axis_names="WH",
+                                  out_of_bounds_policy="pad", fill_values=0)
                 if normalized:
-                    images = fn.crop_mirror_normalize(images, dtype=out_dtype, output_layout="HWC", mirror=flip,
-                                                      mean=mean, std=std)
-                else:
-                    images = fn.flip(images, horizontal=flip)
-                return images, labs, flip
-            # Decode only the random crop's window (fused decoder), then resize it to res x res.
-            images = fn.decoders.image_random_crop(jpegs, device="mixed" if on_gpu else "cpu",
-                                                   output_type=types.RGB, random_area=[0.08, 1.0],
-                                                   random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=10)
-            flip = fn.random.coin_flip(probability=0.5)
+                    return fn.crop_mirror_normalize(images, dtype=out_dtype, output_layout="HWC", mirror=flip,
+                                                    mean=mean, std=std)
+                return fn.flip(images, horizontal=flip)
+            # Decode only the crop's window, then resize it to res x res.
+            images = fn.decoders.image_slice(jpegs, anchor, shape, device=decode_on, output_type=types.RGB,
+                                             axis_names="WH", normalized_anchor=False, normalized_shape=False)
             if resize_in_torch:
-                return images, labs, flip
+                return images
             # A flipped region of interest (start > end) makes the resize flip the image for free.
             f = fn.cast(flip, dtype=types.FLOAT)
             images = fn.resize(images, resize_x=res, resize_y=res, interp_type=types.INTERP_LINEAR,
@@ -111,32 +116,88 @@ class DaliTrainBatches:
                                roi_start=fn.stack(0.0 * f, f), roi_end=fn.stack(0.0 * f + 1.0, 1.0 - f))
             if normalized:
                 images = fn.crop_mirror_normalize(images, dtype=out_dtype, output_layout="HWC", mean=mean, std=std)
-            return images, labs, flip
+            return images
 
-        pipe = train_pipe()
-        pipe.build()
-        return pipe
+        self._pipe = train_pipe()
+        self._pipe.build()
+        self._primed = False
+        self.builds += 1
+        return self._pipe
+
+    def _feed(self, pipe, idx: np.ndarray, epoch: int) -> np.ndarray:
+        """Hand DALI one batch: the files' bytes and their crops. Returns the flips."""
+        data = [np.fromfile(self.scan.files[i], dtype=np.uint8) for i in idx]
+        res = self.resolution
+        crops = [draw_crop(self.augment, sample_rng(self.seed, epoch, i),
+                           *((res, res) if self.augment == "pad_crop" else image_size(d)))
+                 for i, d in zip(idx, data)]
+        pipe.feed_input("jpegs", data)
+        pipe.feed_input("anchor", [np.array([c.left, c.top], np.float32) for c in crops])
+        pipe.feed_input("shape", [np.array([c.width, c.height], np.float32) for c in crops])
+        flips = np.array([c.flip for c in crops], np.int32)
+        if not self.resize_in_torch:            # there torch flips; DALI pruned the unused input
+            pipe.feed_input("flip", list(flips))
+        return flips
 
     def __call__(self, order: np.ndarray, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        files = [self.scan.files[i] for i in order]
-        labels = [self.scan.labels[i] for i in order]
-        if not files:
+        batches = [order[k * self.batch_size:(k + 1) * self.batch_size] for k in range(len(order) // self.batch_size)]
+        if not batches:
             return
-        pipe = self._pipeline(files, labels, epoch)
+        pipe = self._pipeline()
+        # The first schedule_run of a pipeline prefetches DEPTH runs: feed them all first (a
+        # shorter first stretch is padded with its last batch, whose extra runs are drained).
+        feeds = batches + [batches[-1]] * (DEPTH - len(batches) if not self._primed else 0)
+        flips = [self._feed(pipe, idx, epoch) for idx in feeds[:DEPTH]]
+        for _ in range(1 if not self._primed else len(flips)):
+            self._schedule(pipe)
+        self._primed = True
+        in_flight = len(flips)
         try:
-            for _ in range(len(files) // self.batch_size):
-                images, labs, flips = _run(pipe, self.scan)
-                if self.resize_in_torch:
-                    yield self._resize_crops(images, flips), _labels_to_torch(labs)
-                else:
-                    yield self._images_to_torch(images), _labels_to_torch(labs)
+            for k, idx in enumerate(batches):
+                (images,) = self._outputs(pipe)
+                in_flight -= 1
+                labels = torch.tensor([self.scan.labels[i] for i in idx], dtype=torch.int64)
+                try:
+                    if self.resize_in_torch:
+                        yield self._resize_crops(images, flips[k]), labels
+                    else:
+                        yield self._images_to_torch(images), labels
+                finally:
+                    pipe.release_outputs()
+                if len(flips) < len(feeds):
+                    flips.append(self._feed(pipe, feeds[len(flips)], epoch))
+                    self._schedule(pipe)
+                    in_flight += 1
         finally:
-            del pipe
+            if self._pipe is pipe:              # drain what is still scheduled (the pipeline is reused)
+                for _ in range(in_flight):
+                    self._outputs(pipe)
+                    pipe.release_outputs()
 
-    def _resize_crops(self, crops, flips) -> torch.Tensor:
+    def _schedule(self, pipe) -> None:
+        try:
+            pipe.schedule_run()
+        except RuntimeError as e:
+            self._failed(e)
+
+    def _outputs(self, pipe):
+        try:
+            return pipe.share_outputs()
+        except RuntimeError as e:
+            self._failed(e)
+
+    def _failed(self, e: RuntimeError):
+        self._pipe = None                       # DALI invalidates a pipeline after a critical error
+        raise DataError(f"DALI could not decode a file under {self.scan.root / self.scan.split} ({_reason(e)}); "
+                        f"run `python -m fastnas.data check {self.scan.root} --decode` to find it") from None
+
+    def close(self) -> None:
+        """Release the pipeline (and, on a GPU, its decoder and memory pools)."""
+        self._pipe = None
+
+    def _resize_crops(self, crops, flips: np.ndarray) -> torch.Tensor:
         """Resize DALI's variable-size uint8 crops to one (B, res, res, 3) batch with torch."""
         res = self.resolution
-        flips = np.asarray(flips.as_tensor()).reshape(-1)
         out = torch.empty((len(crops), res, res, 3), dtype=torch.uint8)
 
         def resize(part: range) -> None:
@@ -159,20 +220,9 @@ class DaliTrainBatches:
             out = torch.empty(tensor.shape(), dtype=dtype, device=self.device)
             feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(self.device))
             return out
-        # Zero-copy view of DALI's buffer: TrainLoader normalises it before the next run() reuses it.
+        # Zero-copy view of DALI's buffer, valid until the consumer asks for the next batch
+        # (release_outputs): TrainLoader normalises it before that.
         return torch.from_numpy(np.asarray(images.as_tensor()))
-
-
-def _labels_to_torch(labels) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(labels.as_tensor()).reshape(-1).astype(np.int64))
-
-
-def _run(pipe, scan: SplitScan):
-    try:
-        return pipe.run()
-    except RuntimeError as e:
-        raise DataError(f"DALI could not decode a file under {scan.root / scan.split} ({_reason(e)}); run "
-                        f"`python -m fastnas.data check {scan.root} --decode` to find it") from None
 
 
 def _reason(e: Exception) -> str:

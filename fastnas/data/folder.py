@@ -169,10 +169,26 @@ def check_file(path: str | os.PathLike) -> str | None:
 def _check_jpeg(f, head: bytes, tail: bytes) -> str | None:
     if b"\xff\xd9" not in tail:
         return "truncated JPEG (no end-of-image marker)"
+    frame = _jpeg_frame(lambda pos, n: (f.seek(pos), f.read(n))[1])
+    if isinstance(frame, str):
+        return frame
+    precision, height, width, components = frame
+    if precision != 8:
+        return f"{precision}-bit JPEG (only 8-bit is decoded)"
+    if height == 0 or width == 0:
+        return f"JPEG with a zero dimension ({width}x{height})"
+    if components not in (1, 3, 4):
+        return f"JPEG with {components} colour components"
+    return None
+
+
+def _jpeg_frame(read) -> tuple[int, int, int, int] | str:
+    """(precision, height, width, components) of the JPEG's frame header, or why there is none.
+
+    `read(pos, n)` returns up to n bytes at pos; the marker segments are walked up to start-of-scan."""
     pos = 2
-    while True:                                     # walk the marker segments up to start-of-scan
-        f.seek(pos)
-        marker = f.read(4)
+    while True:
+        marker = read(pos, 4)
         if len(marker) < 4 or marker[0] != 0xFF:
             return "corrupt JPEG header"
         code = marker[1]
@@ -183,22 +199,28 @@ def _check_jpeg(f, head: bytes, tail: bytes) -> str | None:
         if code == 0xDA:
             return "corrupt JPEG (no frame header before scan)"
         if code in (0xC0, 0xC1, 0xC2):              # baseline, extended, progressive Huffman
-            frame = f.read(6)
+            frame = read(pos + 4, 6)
             if len(frame) < 6:
                 return "truncated JPEG header"
-            precision, height, width, components = struct.unpack(">BHHB", frame)
-            if precision != 8:
-                return f"{precision}-bit JPEG (only 8-bit is decoded)"
-            if height == 0 or width == 0:
-                return f"JPEG with a zero dimension ({width}x{height})"
-            if components not in (1, 3, 4):
-                return f"JPEG with {components} colour components"
-            return None
+            return struct.unpack(">BHHB", frame)
         if 0xC3 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
             return "lossless or arithmetic-coded JPEG (not supported by the decoders)"
         if length < 2:
             return "corrupt JPEG header"
         pos += 2 + length
+
+
+def image_size(data) -> tuple[int, int]:
+    """(height, width) of an encoded JPEG or PNG (any bytes-like object) from its header, without decoding."""
+    data = memoryview(data).cast("B")
+    if bytes(data[:8]) == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return height, width
+    if bytes(data[:2]) == b"\xff\xd8":
+        frame = _jpeg_frame(lambda pos, n: bytes(data[pos:pos + n]))
+        if not isinstance(frame, str):
+            return frame[1], frame[2]
+    raise DataError("cannot read the image size from its header")
 
 
 def _check_png(head: bytes, tail: bytes) -> str | None:

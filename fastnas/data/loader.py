@@ -3,8 +3,9 @@
 Each backend produces uint8 NHWC batches (already cropped, resized and flipped); `TrainLoader`
 turns them into normalised channels-last float batches in the training dtype. Normalising
 in the main process, rather than in DataLoader workers or DALI threads, moves a quarter of
-the bytes between processes, and writing into reused buffers avoids page-faulting fresh
-memory for every float batch (~60 ms per 128x224x224 float32 batch here, per the issue's probe).
+the bytes between processes, and in training the float batches go into a ring of reused
+buffers, which saves page-faulting fresh memory for every batch (~60 ms per 128x224x224
+float32 batch on a CPU).
 
 Sharding: each epoch, one global permutation (seeded by seed + epoch, identical on every
 rank) is cut into `world_size` disjoint interleaved shards; every rank keeps the same
@@ -14,7 +15,6 @@ number of *whole* batches, so the last partial batch is dropped and all ranks ta
 from __future__ import annotations
 
 import contextlib
-import sys
 from typing import Callable, Iterator
 
 import numpy as np
@@ -25,7 +25,6 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 CIFAR_MEAN = (0.4914 * 255, 0.4822 * 255, 0.4465 * 255)       # CIFAR-10 train set, per channel
 CIFAR_STD = (0.2470 * 255, 0.2435 * 255, 0.2616 * 255)
 NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "cifar": (CIFAR_MEAN, CIFAR_STD)}   # data.normalization
-PAD = 4                            # data.augment=pad_crop: zero padding on each side before the random crop
 # Evaluation transform per data.augment: centre crop of this share of the shorter side, resized to the
 # resolution (ImageNet's 224 of 256; CIFAR's whole image, unchanged when already at the resolution).
 EVAL_CROP_RATIO = {"random_resized_crop": 224 / 256, "pad_crop": 1.0}
@@ -90,40 +89,47 @@ def resize_hwc(image_chw: torch.Tensor, height: int, width: int, flip: bool = Fa
     return x[0].permute(1, 2, 0)
 
 
-class BufferPool:
-    """Reuses output tensors that nobody else holds any more (else allocates a fresh one)."""
+class BufferRing:
+    """`depth` output buffers used in turn: what is written into one stays intact while the
+    next `depth - 1` batches are written. No reference counting: the lifetime is the contract."""
 
-    def __init__(self, size: int = 3):
-        self.size = size
+    def __init__(self, depth: int):
+        self.depth = depth
         self.buffers: list[torch.Tensor] = []
+        self.turn = -1
 
-    def get(self, shape, dtype, device) -> torch.Tensor:
-        for buf in self.buffers:
-            if self._free(buf) and buf.shape == shape and buf.dtype == dtype and buf.device == device:
-                return buf
-        buf = torch.empty(shape, dtype=dtype, device=device, memory_format=torch.channels_last)
-        if len(self.buffers) < self.size:
-            self.buffers.append(buf)
+    def next(self, shape, dtype, device) -> torch.Tensor:
+        self.turn = (self.turn + 1) % self.depth
+        if self.turn == len(self.buffers):
+            self.buffers.append(None)
+        buf = self.buffers[self.turn]
+        if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != torch.device(device):
+            buf = self.buffers[self.turn] = torch.empty(shape, dtype=dtype, device=device,
+                                                        memory_format=torch.channels_last)
         return buf
-
-    @staticmethod
-    def _free(buf: torch.Tensor) -> bool:
-        # No Python name (3 = the list, the loop variable, getrefcount's argument) and no view
-        # or autograd-saved tensor (storage use count 2 = the tensor, the temporary storage).
-        return sys.getrefcount(buf) <= 4 and torch._C._storage_Use_Count(buf.untyped_storage()._cdata) <= 2
 
 
 class TrainLoader:
     """Iterable over (images, labels) for one rank; `len()` = steps per epoch.
 
-    `make_batches(order)` is the backend: given this rank's file indices for the epoch, it
-    yields (uint8 NHWC images, int64 labels) batches. Yielded image tensors are reused by
-    later batches once the caller drops every reference to them.
+    `make_batches(order, epoch)` is the backend: given file indices of this rank's epoch order,
+    it yields (uint8 NHWC images, int64 labels) batches, each image's augmentation drawn from
+    (seed, epoch, file index) alone, so any slice of the order yields the batches it would
+    have yielded within the whole epoch.
+
+    `reuse_buffers=True` (training) writes the float batches into a ring of REUSE_DEPTH
+    buffers: a batch stays valid while the next REUSE_DEPTH - 1 are produced, enough for a loop
+    that holds one batch while it asks for the next. On a CPU this saves page-faulting fresh
+    memory for every batch (a 128x224x224 float32 batch is above glibc's mmap threshold);
+    keep it off to hold on to batches (e.g. `list(loader)`).
     """
+
+    REUSE_DEPTH = 3
 
     def __init__(self, make_batches: Callable[[np.ndarray, int], Iterator], *, num_files: int, batch_size: int,
                  rank: int, world_size: int, seed: int, device: torch.device, dtype: torch.dtype,
-                 channels_last: bool, backend: str, normalized: bool = False, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 channels_last: bool, backend: str, normalized: bool = False, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 reuse_buffers: bool = False):
         self.make_batches = make_batches
         self.num_files = num_files
         self.batch_size = batch_size
@@ -132,29 +138,33 @@ class TrainLoader:
         self.backend = backend
         self.normalized = normalized          # the backend already yields model input
         self.mean, self.std = tuple(mean), tuple(std)
-        self.epoch = 0
-        self._pool = BufferPool()
+        self.epoch, self.start = 0, 0
+        self._ring = BufferRing(self.REUSE_DEPTH) if reuse_buffers else None
 
     def __len__(self) -> int:
         return steps_per_epoch(self.num_files, self.batch_size, self.world_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The epoch the next iteration reads, from its step `start` on (a run resumed mid-epoch)."""
+        if not 0 <= start <= len(self):
+            raise ValueError(f"start step {start} outside the epoch's {len(self)} steps")
+        self.epoch, self.start = int(epoch), int(start)
 
     def order(self) -> np.ndarray:
+        """This rank's file order for the whole epoch."""
         return shard_order(self.num_files, batch_size=self.batch_size, rank=self.rank,
                            world_size=self.world_size, seed=self.seed, epoch=self.epoch)
 
     def __iter__(self):
-        for images, labels in self.make_batches(self.order(), self.epoch):
+        for images, labels in self.make_batches(self.order()[self.start * self.batch_size:], self.epoch):
             labels = labels.to(self.device, non_blocking=True)
             if self.normalized:
                 x = images.permute(0, 3, 1, 2) if images.shape[-1] == 3 else images
             else:
                 images = images.to(self.device, non_blocking=True)
                 n, h, w, _ = images.shape
-                x = to_model_input(images, self.dtype, out=self._pool.get((n, 3, h, w), self.dtype, self.device),
-                                   mean=self.mean, std=self.std)
+                out = self._ring.next((n, 3, h, w), self.dtype, self.device) if self._ring else None
+                x = to_model_input(images, self.dtype, out=out, mean=self.mean, std=self.std)
             if not self.channels_last:
                 x = x.contiguous()
             yield x, labels

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from fastnas.data.folder import DataError
-from fastnas.data.loader import PAD, single_threaded
+from fastnas.data.augment import PAD
+from fastnas.data.loader import single_threaded
 
 MAX_BYTES = 8 << 30
 

@@ -13,8 +13,6 @@ first fitted to res x res (shorter side resized, centre crop; a no-op for CIFAR'
 """
 from __future__ import annotations
 
-import math
-import random
 import sys
 from typing import Iterator
 
@@ -25,7 +23,8 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
 from fastnas.data.folder import DataError, SplitScan
-from fastnas.data.loader import EVAL_CROP_RATIO, PAD, resize_hwc, single_threaded
+from fastnas.data.augment import PAD, draw_crop, sample_rng
+from fastnas.data.loader import EVAL_CROP_RATIO, resize_hwc, single_threaded
 
 
 def read_rgb(path: str) -> torch.Tensor:
@@ -36,27 +35,6 @@ def read_rgb(path: str) -> torch.Tensor:
     except RuntimeError as e:
         reason = str(e).strip().splitlines()[-1].rsplit(", ", 1)[-1][:120]   # drop the C++ source location
         raise DataError(f"{path}: cannot decode ({reason})") from None
-
-
-def random_resized_crop_box(height: int, width: int, rng: random.Random, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-    """(top, left, h, w): torchvision's RandomResizedCrop.get_params with a given RNG."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = area * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
-    in_ratio = width / height                     # fallback: central crop
-    if in_ratio < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        h, w = height, int(round(height * ratio[1]))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
 
 
 def pad_crop(image_hwc: torch.Tensor, top: int, left: int, flip: bool, pad: int = PAD) -> torch.Tensor:
@@ -99,18 +77,18 @@ class TrainBatchDataset(Dataset):
         res = self.resolution
         failed = []                           # corrupt inside: passed the pre-scan, fails to decode
         for j, i in enumerate(idx):
-            rng = random.Random(hash((self.seed, self.epoch, int(i))))
             try:
                 img = read_rgb(self.files[i])
             except DataError as e:
                 failed.append((j, self.files[i], str(e)))
                 continue
             if self.augment == "pad_crop":
-                top, left = rng.randint(0, 2 * PAD), rng.randint(0, 2 * PAD)
-                images[j] = pad_crop(fit(img, res, 1.0), top, left, flip=rng.random() < 0.5)
+                img = fit(img, res, 1.0)
+                crop = draw_crop(self.augment, sample_rng(self.seed, self.epoch, i), res, res)
+                images[j] = pad_crop(img, crop.top + PAD, crop.left + PAD, flip=crop.flip)
                 continue
-            top, left, h, w = random_resized_crop_box(img.shape[1], img.shape[2], rng)
-            images[j] = resize_hwc(img[:, top:top + h, left:left + w], res, res, flip=rng.random() < 0.5)
+            top, left, h, w, flip = draw_crop(self.augment, sample_rng(self.seed, self.epoch, i), *img.shape[1:])
+            images[j] = resize_hwc(img[:, top:top + h, left:left + w], res, res, flip=flip)
         return failed
 
 
