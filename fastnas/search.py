@@ -112,7 +112,7 @@ def load_progress(path: Path) -> list[dict]:
 
 
 def build_constraints(s, space):
-    from fastnas.evolution import Constraints
+    from fastnas.constraints import Constraints
     latency = None
     if s.max_latency_ms > 0:
         from fastnas.latency import LatencyTable

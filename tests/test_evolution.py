@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from fastnas.config import SpaceConfig
-from fastnas.evolution import Constraints, ConstraintError, Evolution, StateError, TableLatency
+from fastnas.constraints import ConstraintError, Constraints, TableLatency
+from fastnas.evolution import Evolution, StateError
 from fastnas.selection import make_selector
 from fastnas.spaces.mbconv import MBConvSpace
 
