@@ -7,6 +7,7 @@
 #   search      one generation of the search on the bf16 supernet: DALI's evaluation decode, BN
 #               recalibration and scoring on the GPU
 #   data, train, eval, mfg   bench_data / bench_train / bench_eval / bench_mfg --quick, GPU forms
+#   cuda_tests  the tests that skip without a GPU (CUDA latency table, NVML telemetry of the device in use)
 # Telemetry (the progress line's GPU utilisation and memory, from NVML) is collected from the
 # training logs. Only the repository is needed (the bundled sample), never ../shared.
 #
@@ -31,7 +32,7 @@ while [[ $# -gt 0 ]]; do
         --out) OUT="${2:?--out needs a path}"; shift 2 ;;
         --allow-cpu) ALLOW_CPU=1; shift ;;
         --dry-run) ALLOW_CPU=1; DRY=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,30p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu_check: unknown argument '$1' (allowed: --out PATH, --allow-cpu, --dry-run)" >&2; exit 2 ;;
     esac
 done
@@ -71,7 +72,7 @@ fi
 RUN="train.log_every=1 train.ckpt_every=1000 train.deterministic=false"
 TRAINER="-m torch.distributed.run --standalone --nproc_per_node=$RANKS -m fastnas.train --config configs/quickstart_imagenette.yaml"
 
-# name | seconds allowed | python arguments (the budgets sum to 8.5 minutes)
+# name | seconds allowed | python arguments (the budgets sum to 9.25 minutes)
 STEPS=(
     "train_bf16|90|$TRAINER $DATA $TRAIN $RUN train.precision=bf16 train.run_dir=$WORK/train_bf16"
     "train_fp16|90|$TRAINER $DATA $TRAIN $RUN train.precision=fp16 train.run_dir=$WORK/train_fp16"
@@ -80,6 +81,7 @@ STEPS=(
     "train|90|bench/bench_train.py --quick $BENCH_TRAIN --json $WORK/train.json"
     "eval|75|bench/bench_eval.py --quick --eval-batch 1024 --checkpoint $WORK/train_bf16/checkpoint.pt $BENCH_EVAL --json $WORK/eval.json"
     "mfg|30|bench/bench_mfg.py --quick $BENCH_MFG --json $WORK/mfg.json"
+    "cuda_tests|45|-m pytest -q -p no:cacheprovider tests/test_latency.py tests/test_telemetry.py"
 )
 mkdir -p "$(dirname "$LOG")" && : > "$LOG"
 for step in "${STEPS[@]}"; do

@@ -1,7 +1,8 @@
 """bench/gpu_check.sh, the one script that proves the GPU paths: its CPU dry run, for real.
 
 The dry run takes every step the GPU run takes (2 gloo ranks for NCCL, CPU DALI for mixed
-decode, bf16 and fp16 + GradScaler, the search's DALI evaluation decode, the four benches),
+decode, bf16 and fp16 + GradScaler, the search's DALI evaluation decode, the four benches, the
+tests that need CUDA),
 each shrunk to seconds, so a broken step shows here before a GPU is at hand.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from conftest import REPO
 
 SCRIPT = REPO / "bench" / "gpu_check.sh"
-STEPS = ["train_bf16", "train_fp16", "search", "data", "train", "eval", "mfg"]
+STEPS = ["train_bf16", "train_fp16", "search", "data", "train", "eval", "mfg", "cuda_tests"]
 
 
 @pytest.mark.slow
@@ -37,7 +38,7 @@ def test_dry_run_takes_every_step_and_writes_one_json_and_one_log(tmp_path):
         assert isinstance(report["benches"][name]["result"], dict)
     log = out.with_suffix(".log").read_text()
     assert all(f"gpu_check: {name}: exit 0" in log for name in STEPS)
-    assert "7/7 steps ok" in proc.stdout
+    assert f"{len(STEPS)}/{len(STEPS)} steps ok" in proc.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
