@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -61,8 +62,18 @@ def cuda_index(local_rank: int, visible: int) -> int:
 
 
 def cleanup() -> None:
+    """End the process group so the process can exit cleanly.
+
+    Gloo's worker threads free a finished collective's tensors after the caller has moved on, and
+    need the GIL for it; if the interpreter is already shutting down by then, the process aborts
+    ("terminate called without an active exception", seen after all_gather_object). A barrier
+    orders every rank's last collective before it, and a moment without the GIL lets the workers
+    finish freeing before Python exits.
+    """
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
+        time.sleep(0.05)
 
 
 def barrier() -> None:

@@ -287,6 +287,7 @@ def fit(cfg: Config, env: dist.DistEnv, model: nn.Module, paths_for_step: Callab
                     break
     finally:
         telemetry.close()
+        loader.close()
     dist.barrier()
     final_loss = last.loss_sum / max(last.count, 1) if last else float("nan")
     dist.print0(f"done: step {step}, loss {final_loss:.4f}, checkpoint {ckpt_path}")

@@ -195,6 +195,8 @@ def test_dali_builds_one_pipeline_and_recovers_from_an_early_stop(small_dataset)
     assert all(torch.equal(a, b) for a, b in zip(first, again)) and len(again) == len(first)
     assert not torch.equal(first[0], other[0])
     assert loader.make_batches.builds == 1
+    loader.close()                             # released; a later epoch builds a new one
+    assert torch.equal([x for x, _ in loader][0], first[0]) and loader.make_batches.builds == 2
 
 
 def test_dali_and_torchvision_cut_the_same_windows(small_dataset):

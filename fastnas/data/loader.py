@@ -150,6 +150,12 @@ class TrainLoader:
             raise ValueError(f"start step {start} outside the epoch's {len(self)} steps")
         self.epoch, self.start = int(epoch), int(start)
 
+    def close(self) -> None:
+        """Release what the backend holds (DALI: its pipeline, decoder and memory pools)."""
+        close = getattr(self.make_batches, "close", None)
+        if close is not None:
+            close()
+
     def order(self) -> np.ndarray:
         """This rank's file order for the whole epoch."""
         return shard_order(self.num_files, batch_size=self.batch_size, rank=self.rank,
