@@ -37,6 +37,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 LOG="${OUT%.json}.log"
+set -f          # the commands below are word lists with brackets (space.channels=[16,24]): no globbing
 
 GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)" 2>/dev/null || echo 0)
 if [[ "$GPUS" -eq 0 ]]; then
@@ -65,7 +66,9 @@ if [[ $DRY -eq 1 ]]; then
     BENCH_DATA="--rounds 1 --batches 1 --warmup 1 --batch-size 8 --resolution 64"
     BENCH_MFG="--sizes 50 --repeats 1"
 else
-    TRAIN="space.resolution=224 train.batch_size=64 train.max_steps=16"    # 500 images: 7 steps an epoch per GPU
+    # 500 sample images: at least 3 steps an epoch whatever the number of GPUs (7 of 64 on one)
+    BATCH=$(( 500 / (RANKS * 3) )); (( BATCH > 64 )) && BATCH=64
+    TRAIN="space.resolution=224 train.batch_size=$BATCH train.max_steps=16"
     SEARCH="search.generations=1 search.population=8"
     BENCH_TRAIN="" BENCH_EVAL="" BENCH_DATA="" BENCH_MFG=""
 fi

@@ -6,6 +6,7 @@ torchrun's own rendezvous flags (`--nnodes`, `--node_rank`, `--rdzv_endpoint`); 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -61,19 +62,34 @@ def cuda_index(local_rank: int, visible: int) -> int:
                     f"processes per node, or give each process its own GPU (CUDA_VISIBLE_DEVICES)")
 
 
-def cleanup() -> None:
+def cleanup(finished: bool = True) -> None:
     """End the process group so the process can exit cleanly.
 
-    Gloo's worker threads free a finished collective's tensors after the caller has moved on, and
-    need the GIL for it; if the interpreter is already shutting down by then, the process aborts
-    ("terminate called without an active exception", seen after all_gather_object). A barrier
-    orders every rank's last collective before it, and a moment without the GIL lets the workers
-    finish freeing before Python exits.
+    After a finished run: gloo's worker threads free a collective's tensors after the caller has
+    moved on, and need the GIL for it; if the interpreter is already shutting down by then, the
+    process aborts ("terminate called without an active exception", seen after all_gather_object).
+    A barrier orders every rank's last collective before it, and a moment without the GIL lets the
+    workers finish freeing before Python exits. After a failure there is no barrier: the other ranks
+    may be waiting in another collective, and would wait for it until the timeout.
     """
     if dist.is_initialized():
-        dist.barrier()
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def process_group():
+    """`with process_group() as env:` the torchrun environment (`init_distributed`), and `cleanup`
+    when the block ends: with a barrier when it finished, without one when it raised."""
+    env = init_distributed()
+    try:
+        yield env
+    except BaseException:
+        cleanup(finished=False)
+        raise
+    cleanup()
 
 
 def barrier() -> None:

@@ -109,7 +109,7 @@ class Evaluator:
         self.cache = LRUCache(int(cache_mb * 2 ** 20))
         self._memo: dict[tuple[int, ...], Result] = {}
         self._definition = describe_fitness(self._net, mode=mode, dtype=self.dtype, calib=calib_set, val=val_set,
-                                            calib_batch=calib_batch, approx_rounds=approx_rounds)
+                                            calib_batch=calib_batch, approx_rounds=approx_rounds, seed=seed)
         self._approx_table: dict | None = None
         self._scratch: dict = {}
         # A chain space runs a path one step at a time (step 0: stem, 1..L: positions, L+1: head) so

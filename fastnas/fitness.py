@@ -45,7 +45,7 @@ def fitness_standard_error(result: Result, kind: str = "top1") -> float:
 
 
 def describe_fitness(net: nn.Module, *, mode: str, dtype: torch.dtype, calib, val, calib_batch: int,
-                     approx_rounds: int = 1) -> dict:
+                     approx_rounds: int = 1, seed: int = 0) -> dict:
     """Everything a fitness value depends on, as plain data (the search's resume key): the weights
     and the two image sets as digests, plus mode, precision and calibration batch. Evaluation
     batch, cache and memory layout are absent: they change speed, not results."""
@@ -64,8 +64,8 @@ def describe_fitness(net: nn.Module, *, mode: str, dtype: torch.dtype, calib, va
         digest.update(repr((tuple(eval_set.images.shape), eval_set.mean, eval_set.std)).encode())
         out[f"{name}_images"] = len(eval_set)
         out[f"{name}_set"] = digest.hexdigest()[:16]
-    if mode == "approx":
-        out["approx_rounds"] = approx_rounds
+    if mode == "approx":                            # its random paths come from the seed
+        out["approx_rounds"], out["approx_seed"] = approx_rounds, seed
     return out
 
 

@@ -49,8 +49,7 @@ def main(argv=None) -> int:
     arch = space.parse(read_arch(args.arch))
     run_dir = args.run_dir or str(Path(cfg.train.run_dir).parent / "retrain")
 
-    env = dist.init_distributed()
-    try:
+    with dist.process_group() as env:
         if args.init == "inherited":
             supernet, saved = load_supernet(supernet_path)
             if saved.space != cfg.space:
@@ -65,8 +64,6 @@ def main(argv=None) -> int:
                     f"init {args.init})")
         fit(cfg, env, model, lambda step: [None], resume=args.resume, run_dir=run_dir,
             extra_state={"arch": list(arch), "arch_string": space.to_string(arch), "init": args.init})
-    finally:
-        dist.cleanup()
     return 0
 
 

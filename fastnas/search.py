@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.config, overrides)
     s = cfg.search
 
-    from fastnas.dist import broadcast_object, cleanup, init_distributed, print0
+    from fastnas.dist import broadcast_object, print0, process_group
     from fastnas.evaluate import build_evaluator
     from fastnas.fitness import Result, fitness_of, fitness_standard_error
     from fastnas.evolution import Evolution
@@ -141,8 +141,7 @@ def main(argv=None) -> int:
     if s.max_latency_ms > 0 and not s.latency_table:
         raise UserError("search.max_latency_ms needs a latency table: --latency-table LUT.json "
                         "(make one with python -m fastnas.latency)")
-    env = init_distributed()
-    try:
+    with process_group() as env:
         evaluator = build_evaluator(cfg, env.device)
         space = evaluator.space                     # the checkpoint's space: the weights fix it
         constraints, latency = build_constraints(s, space)
@@ -200,8 +199,6 @@ def main(argv=None) -> int:
             if "true_test" in summary:
                 print0(f"ground truth ({Path(truth.source).name}): the found cell's true test accuracy "
                        f"{summary['true_test']:.2f}%, rank {summary['true_rank']} of {len(truth)}")
-    finally:
-        cleanup()
     return 0
 
 

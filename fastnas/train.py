@@ -66,14 +66,11 @@ def main(argv=None) -> int:
     cfg = load_config(args.config, args.overrides)
     if cfg.train.deterministic:          # cuBLAS reads it when its first handle is made: before any CUDA work
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    env = dist.init_distributed()
-    try:
+    with dist.process_group() as env:
         torch.manual_seed(cfg.train.seed)                   # identical initial weights on every rank
         model = build_supernet(cfg.space)
         sampler = build_sampler(model.space, cfg.train)
         fit(cfg, env, model, sampler.paths, resume=args.resume, extra_state={"sampler": sampler.state_dict()})
-    finally:
-        dist.cleanup()
     return 0
 
 

@@ -199,6 +199,19 @@ def test_dali_builds_one_pipeline_and_recovers_from_an_early_stop(small_dataset)
     assert torch.equal([x for x, _ in loader][0], first[0]) and loader.make_batches.builds == 2
 
 
+def test_dali_iterations_left_open_do_not_mix_batches(small_dataset):
+    """An iteration left open (a notebook, a traceback holding the frame) still has runs in the
+    pipeline: a new iteration must not receive them with its own labels."""
+    loader = build_train_loader(_cfg(small_dataset, "dali"), batch_size=2, resolution=32)
+    whole = [(x.clone(), y) for x, y in loader]
+    left_open = iter(loader)
+    next(left_open)
+    again = [(x.clone(), y) for x, y in loader]
+    assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(whole, again))
+    assert len(again) == len(whole)
+    del left_open
+
+
 def test_dali_and_torchvision_cut_the_same_windows(small_dataset):
     """Crops and flips are drawn per file, so both backends cut the same windows; the pixels differ
     only by the resize filter (DALI's is not antialiased). A window of another epoch differs a lot."""
@@ -210,6 +223,31 @@ def test_dali_and_torchvision_cut_the_same_windows(small_dataset):
     assert torch.equal(ya, yb)
     same = (dali - tv).abs().mean(dim=(1, 2, 3))
     assert same.max() < 0.25 < (dali - other).abs().mean(dim=(1, 2, 3)).mean(), same
+
+
+def test_exif_rotated_images_are_read_as_stored_by_both_backends(small_dataset):
+    """A JPEG with an EXIF rotation tag: both backends use the pixels as stored (torchvision's decode
+    ignores the tag), so DALI's windows, drawn from the header's size, fit the decoded image."""
+    wnid = sorted(p.name for p in (small_dataset / "train").iterdir())[0]
+    source = sorted((small_dataset / "train" / wnid).glob("*.JPEG"))[0]
+    exif = Image.Exif()
+    exif[0x0112] = 6                                       # "rotate 90 degrees clockwise to display"
+    for k in range(4):
+        with Image.open(source) as img:
+            img.convert("RGB").crop((0, 0, img.width, img.height // 3 + k)).save(
+                small_dataset / "train" / wnid / f"rotated{k}.JPEG", exif=exif)
+    batches = {}
+    for backend in BACKENDS:
+        loader = build_train_loader(_cfg(small_dataset, backend), batch_size=16, resolution=48, seed=5)
+        batches[backend] = next(iter(loader))
+    (dali, ya), (tv, yb) = batches["dali"], batches["torchvision"]
+    assert torch.equal(ya, yb)
+    assert (dali - tv).abs().mean(dim=(1, 2, 3)).max() < 0.25
+    files = [str(f) for f in sorted((small_dataset / "train" / wnid).glob("rotated*.JPEG"))]
+    from fastnas.data import dali as dali_backend, torchvision as tv_backend
+    a = dali_backend.decode_eval(files, resolution=32, device=torch.device("cpu"), threads=1).float()
+    b = tv_backend.decode_eval(files, resolution=32).float()
+    assert (a - b).abs().mean() < 8                        # grey levels: same orientation, other filter
 
 
 def test_image_size_reads_the_header(sample_dir):

@@ -75,8 +75,10 @@ class DaliTrainBatches:
         # resize costs ~200 us an image against DALI's ~650 us, but end to end (Python per-crop
         # loop, thread pool) it measured no faster (bench/RESULTS.md), so DALI resizes by default.
         self.resize_in_torch = bool(resize_in_torch) and not self.on_gpu and augment == "random_resized_crop"
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None          # reads the files
+        self._resize_pool: ThreadPoolExecutor | None = None
         self._pipe = None
+        self._active = None             # the open iteration, if any
         self._primed = False            # the first schedule_run of a pipeline prefetches DEPTH runs
         self.builds = 0                 # pipelines built so far (one per loader, unless DALI failed)
 
@@ -96,7 +98,8 @@ class DaliTrainBatches:
             shape = fn.external_source(name="shape", dtype=types.FLOAT, ndim=1)        # width, height
             flip = fn.external_source(name="flip", dtype=types.INT32, ndim=0)
             if pad_crop:                  # whole image, window at the drawn offset (zeros outside), flip
-                images = _fit(fn.decoders.image(jpegs, device=decode_on, output_type=types.RGB), res, 1.0)
+                images = _fit(fn.decoders.image(jpegs, device=decode_on, output_type=types.RGB,
+                                                adjust_orientation=False), res, 1.0)
                 images = fn.slice(images, start=fn.cast(anchor, dtype=types.INT32),
                                   shape=fn.cast(shape, dtype=types.INT32), axis_names="WH",
                                   out_of_bounds_policy="pad", fill_values=0)
@@ -106,7 +109,8 @@ class DaliTrainBatches:
                 return fn.flip(images, horizontal=flip)
             # Decode only the crop's window, then resize it to res x res.
             images = fn.decoders.image_slice(jpegs, anchor, shape, device=decode_on, output_type=types.RGB,
-                                             axis_names="WH", normalized_anchor=False, normalized_shape=False)
+                                             axis_names="WH", normalized_anchor=False, normalized_shape=False,
+                                             adjust_orientation=False)
             if resize_in_torch:
                 return images
             # A flipped region of interest (start > end) makes the resize flip the image for free.
@@ -125,50 +129,71 @@ class DaliTrainBatches:
         return self._pipe
 
     def _feed(self, pipe, idx: np.ndarray, epoch: int) -> np.ndarray:
-        """Hand DALI one batch: the files' bytes and their crops. Returns the flips."""
-        data = [np.fromfile(self.scan.files[i], dtype=np.uint8) for i in idx]
-        res = self.resolution
-        crops = [draw_crop(self.augment, sample_rng(self.seed, epoch, i),
-                           *((res, res) if self.augment == "pad_crop" else image_size(d)))
-                 for i, d in zip(idx, data)]
-        pipe.feed_input("jpegs", data)
-        pipe.feed_input("anchor", [np.array([c.left, c.top], np.float32) for c in crops])
-        pipe.feed_input("shape", [np.array([c.width, c.height], np.float32) for c in crops])
-        flips = np.array([c.flip for c in crops], np.int32)
-        if not self.resize_in_torch:            # there torch flips; DALI pruned the unused input
-            pipe.feed_input("flip", list(flips))
-        return flips
+        """Hand DALI one batch: the files' bytes (read by `threads` threads) and their crops. Returns
+        the flips. A failure leaves a half-fed pipeline, so it is dropped."""
+        try:
+            files = [self.scan.files[i] for i in idx]
+            data = list(self._threads().map(_read_bytes, files))
+            res = self.resolution
+            crops = [draw_crop(self.augment, sample_rng(self.seed, epoch, i),
+                               *((res, res) if self.augment == "pad_crop" else image_size(d, f)))
+                     for i, d, f in zip(idx, data, files)]
+            pipe.feed_input("jpegs", data)
+            pipe.feed_input("anchor", [np.array([c.left, c.top], np.float32) for c in crops])
+            pipe.feed_input("shape", [np.array([c.width, c.height], np.float32) for c in crops])
+            flips = np.array([c.flip for c in crops], np.int32)
+            if not self.resize_in_torch:            # there torch flips; DALI pruned the unused input
+                pipe.feed_input("flip", list(flips))
+            return flips
+        except BaseException:
+            self._pipe = None
+            raise
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fastnas-dali-feed")
+        return self._pool
 
     def __call__(self, order: np.ndarray, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batches = [order[k * self.batch_size:(k + 1) * self.batch_size] for k in range(len(order) // self.batch_size)]
         if not batches:
             return
+        if self._active is not None:            # an earlier iteration is still open: its runs are in
+            self._pipe = None                   # the pipeline, so this one gets a pipeline of its own
+        token = self._active = object()
         pipe = self._pipeline()
         # The first schedule_run of a pipeline prefetches DEPTH runs: feed them all first (a
         # shorter first stretch is padded with its last batch, whose extra runs are drained).
         feeds = batches + [batches[-1]] * (DEPTH - len(batches) if not self._primed else 0)
-        flips = [self._feed(pipe, idx, epoch) for idx in feeds[:DEPTH]]
-        for _ in range(1 if not self._primed else len(flips)):
-            self._schedule(pipe)
-        self._primed = True
-        in_flight = len(flips)
+        in_flight = 0
         try:
+            flips = [self._feed(pipe, idx, epoch) for idx in feeds[:DEPTH]]
+            for _ in range(1 if not self._primed else len(flips)):
+                self._schedule(pipe)
+            self._primed = True
+            in_flight = len(flips)
             for k, idx in enumerate(batches):
                 (images,) = self._outputs(pipe)
                 in_flight -= 1
                 labels = torch.tensor([self.scan.labels[i] for i in idx], dtype=torch.int64)
+                copied = None
                 try:
                     if self.resize_in_torch:
                         yield self._resize_crops(images, flips[k]), labels
                     else:
-                        yield self._images_to_torch(images), labels
+                        batch, copied = self._images_to_torch(images)
+                        yield batch, labels
                 finally:
+                    if copied is not None:      # the copy out of DALI's buffer runs on torch's stream
+                        copied.synchronize()
                     pipe.release_outputs()
                 if len(flips) < len(feeds):
                     flips.append(self._feed(pipe, feeds[len(flips)], epoch))
                     self._schedule(pipe)
                     in_flight += 1
         finally:
+            if self._active is token:
+                self._active = None
             if self._pipe is pipe:              # drain what is still scheduled (the pipeline is reused)
                 for _ in range(in_flight):
                     self._outputs(pipe)
@@ -192,8 +217,12 @@ class DaliTrainBatches:
                         f"run `python -m fastnas.data check {self.scan.root} --decode` to find it") from None
 
     def close(self) -> None:
-        """Release the pipeline (and, on a GPU, its decoder and memory pools)."""
+        """Release the pipeline (and, on a GPU, its decoder and memory pools) and the threads."""
         self._pipe = None
+        for pool in (self._pool, self._resize_pool):
+            if pool is not None:
+                pool.shutdown()
+        self._pool = self._resize_pool = None
 
     def _resize_crops(self, crops, flips: np.ndarray) -> torch.Tensor:
         """Resize DALI's variable-size uint8 crops to one (B, res, res, 3) batch with torch."""
@@ -206,23 +235,29 @@ class DaliTrainBatches:
                 out[i] = resize_hwc(crop.permute(2, 0, 1), res, res, flip=bool(flips[i]))
 
         # `threads` Python threads (torch releases the GIL), each op on one OpenMP thread.
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fastnas-resize")
+        if self._resize_pool is None:
+            self._resize_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fastnas-resize")
         parts = [range(k, len(crops), self.threads) for k in range(self.threads)]
         with single_threaded():
-            list(self._pool.map(resize, parts))
+            list(self._resize_pool.map(resize, parts))
         return out
 
-    def _images_to_torch(self, images) -> torch.Tensor:
+    def _images_to_torch(self, images) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        """The batch as a torch tensor, and on a GPU the event after which DALI's buffer is free."""
         if self.on_gpu:
             tensor = images.as_tensor()
             dtype = self.dtype if self.normalized else torch.uint8
             out = torch.empty(tensor.shape(), dtype=dtype, device=self.device)
-            feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(self.device))
-            return out
+            stream = torch.cuda.current_stream(self.device)
+            feed_ndarray(tensor, out, cuda_stream=stream)
+            return out, stream.record_event()
         # Zero-copy view of DALI's buffer, valid until the consumer asks for the next batch
         # (release_outputs): TrainLoader normalises it before that.
-        return torch.from_numpy(np.asarray(images.as_tensor()))
+        return torch.from_numpy(np.asarray(images.as_tensor())), None
+
+
+def _read_bytes(path: str) -> np.ndarray:
+    return np.fromfile(path, dtype=np.uint8)
 
 
 def _reason(e: Exception) -> str:
@@ -253,7 +288,8 @@ def decode_eval(files: list[str], *, resolution: int, device: torch.device, thre
     def eval_pipe():
         jpegs, _ = fn.readers.file(files=files, labels=list(range(len(files))), random_shuffle=False,
                                    pad_last_batch=True, name="reader")
-        images = fn.decoders.image(jpegs, device="mixed" if on_gpu else "cpu", output_type=types.RGB)
+        images = fn.decoders.image(jpegs, device="mixed" if on_gpu else "cpu", output_type=types.RGB,
+                                   adjust_orientation=False)
         return _fit(images, res, crop_ratio)
 
     pipe = eval_pipe()

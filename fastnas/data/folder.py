@@ -210,8 +210,9 @@ def _jpeg_frame(read) -> tuple[int, int, int, int] | str:
         pos += 2 + length
 
 
-def image_size(data) -> tuple[int, int]:
-    """(height, width) of an encoded JPEG or PNG (any bytes-like object) from its header, without decoding."""
+def image_size(data, name: str = "image") -> tuple[int, int]:
+    """(height, width) of an encoded JPEG or PNG (any bytes-like object) from its header, without
+    decoding; `name` (its path) goes into the error."""
     data = memoryview(data).cast("B")
     if bytes(data[:8]) == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
         width, height = struct.unpack(">II", data[16:24])
@@ -220,7 +221,7 @@ def image_size(data) -> tuple[int, int]:
         frame = _jpeg_frame(lambda pos, n: bytes(data[pos:pos + n]))
         if not isinstance(frame, str):
             return frame[1], frame[2]
-    raise DataError("cannot read the image size from its header")
+    raise DataError(f"{name}: cannot read the image size from its header")
 
 
 def _check_png(head: bytes, tail: bytes) -> str | None:

@@ -95,17 +95,18 @@ class BufferRing:
 
     def __init__(self, depth: int):
         self.depth = depth
-        self.buffers: list[torch.Tensor] = []
+        self.buffers: list[tuple] = []       # (tensor, the (shape, dtype, device) it was made for)
         self.turn = -1
 
     def next(self, shape, dtype, device) -> torch.Tensor:
         self.turn = (self.turn + 1) % self.depth
+        key = (tuple(shape), dtype, str(device))    # as asked: torch.device("cuda") is not cuda:0
         if self.turn == len(self.buffers):
-            self.buffers.append(None)
-        buf = self.buffers[self.turn]
-        if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != torch.device(device):
-            buf = self.buffers[self.turn] = torch.empty(shape, dtype=dtype, device=device,
-                                                        memory_format=torch.channels_last)
+            self.buffers.append((None, None))
+        buf, made_for = self.buffers[self.turn]
+        if made_for != key:
+            buf = torch.empty(shape, dtype=dtype, device=device, memory_format=torch.channels_last)
+            self.buffers[self.turn] = (buf, key)
         return buf
 
 
