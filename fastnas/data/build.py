@@ -62,7 +62,7 @@ def build_train_loader(data_cfg: DataConfig, *, batch_size: int, resolution: int
                         f"({batch_size} x {world_size} ranks)")
     if backend == "dali":
         make = _dali.DaliTrainBatches(scan, batch_size=batch_size, resolution=resolution, threads=data_cfg.workers,
-                                      seed=seed, rank=rank, device=device, dtype=dtype, augment=data_cfg.augment,
+                                      seed=seed, device=device, dtype=dtype, augment=data_cfg.augment,
                                       mean=mean, std=std)
         return TrainLoader(make, num_files=len(scan), normalized=make.normalized, **common)
     if backend == "memory":

@@ -58,14 +58,14 @@ def _dali_device_id(device: torch.device):
 class DaliTrainBatches:
     """`make_batches` for TrainLoader: yields one rank's batches of the file order it is given."""
 
-    def __init__(self, scan: SplitScan, *, batch_size: int, resolution: int, threads: int, seed: int, rank: int,
+    def __init__(self, scan: SplitScan, *, batch_size: int, resolution: int, threads: int, seed: int,
                  device: torch.device, dtype: torch.dtype, resize_in_torch: bool = False,
                  augment: str = "random_resized_crop", mean=IMAGENET_MEAN, std=IMAGENET_STD):
         if not AVAILABLE:
             raise DataError("data.backend=dali but nvidia-dali is not installed (pip install nvidia-dali-cuda120, "
                             "or use data.backend=torchvision)")
         self.scan, self.batch_size, self.resolution = scan, batch_size, resolution
-        self.threads, self.seed, self.rank = max(1, threads), seed, rank
+        self.threads, self.seed = max(1, threads), seed
         self.device, self.dtype = torch.device(device), dtype
         self.augment, self.mean, self.std = augment, list(mean), list(std)
         self.on_gpu = self.device.type == "cuda"

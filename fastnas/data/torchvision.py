@@ -82,12 +82,12 @@ class TrainBatchDataset(Dataset):
             except DataError as e:
                 failed.append((j, self.files[i], str(e)))
                 continue
+            rng = sample_rng(self.seed, self.epoch, i)
             if self.augment == "pad_crop":
-                img = fit(img, res, 1.0)
-                crop = draw_crop(self.augment, sample_rng(self.seed, self.epoch, i), res, res)
-                images[j] = pad_crop(img, crop.top + PAD, crop.left + PAD, flip=crop.flip)
+                crop = draw_crop(self.augment, rng, res, res)
+                images[j] = pad_crop(fit(img, res, 1.0), crop.top + PAD, crop.left + PAD, flip=crop.flip)
                 continue
-            top, left, h, w, flip = draw_crop(self.augment, sample_rng(self.seed, self.epoch, i), *img.shape[1:])
+            top, left, h, w, flip = draw_crop(self.augment, rng, *img.shape[1:])
             images[j] = resize_hwc(img[:, top:top + h, left:left + w], res, res, flip=flip)
         return failed
 
